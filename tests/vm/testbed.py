@@ -1,0 +1,431 @@
+"""A real-systemd test bed: Debian images built with mmdebstrap, booted with qemu.
+
+The sandbox that runs our tests does not have systemd as PID 1, so every
+acceptance scenario runs inside a VM.  This module builds the images (cached
+under /var/tmp, keyed by everything that goes into them), boots them with a
+chosen CPU count, NUMA layout, kernel flavour and kernel command line, runs a
+list of steps inside as root and hands back each step's output and exit code,
+plus the guest's journal.
+
+It is used by pytest (tests/vm/conftest.py) and by the demo (dev/demo), and can
+be driven by hand:
+
+    python3 tests/vm/testbed.py build --suite trixie
+    python3 tests/vm/testbed.py run --suite trixie --cpus 4 --append isolcpus=2-3 -- 'systemctl status'
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("testbed")
+
+CACHE_ROOT = Path(os.environ.get("MXRC_TESTBED_CACHE", "/var/tmp/mxrc-testbed"))
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+
+# Bump when the way an image is put together changes in a way the inputs
+# below do not capture.
+IMAGE_FORMAT = 3
+
+BASE_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "udev", "kmod", "initramfs-tools",
+    "linux-image-amd64", "linux-image-rt-amd64", "zstd",
+    "procps", "iproute2", "python3", "rt-tests", "numactl",
+)
+
+# Runtime dependencies of the packages under test: the guest has no network,
+# so apt must find them already installed.
+PACKAGE_DEPENDENCIES = (
+    "python3-prometheus-client", "python3-jeepney", "python3-systemd",
+    "python3-distro", "python3-cpuinfo", "python3-pyudev",
+)
+
+# Things a robot image would not carry: documentation, man pages, locales.
+PATH_EXCLUDES = (
+    "/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*",
+    "/usr/share/info/*", "/usr/share/lintian/*",
+)
+PATH_INCLUDES = ("/usr/share/doc/*/copyright",)
+
+# The guest side of the harness: a unit that starts only when the kernel
+# command line asks for it, mounts the host's share and runs what is there.
+RUNNER_UNIT = """\
+[Unit]
+Description=mxrc test bed runner
+ConditionKernelCommandLine=mxrc.testbed=1
+After=local-fs.target
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+
+[Service]
+Type=simple
+ExecStartPre=/bin/mkdir -p /mnt/host
+ExecStartPre=/bin/mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 host /mnt/host
+ExecStart=/bin/sh /mnt/host/boot.sh
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Only what is needed to find and mount the root disk and the share.
+INITRAMFS_HOOK = """\
+#!/bin/sh
+[ "$1" = prereqs ] && exit 0
+. /usr/share/initramfs-tools/hook-functions
+for m in virtio_pci virtio_blk virtio_console ext4 crc32c_generic; do manual_add_modules "$m"; done
+"""
+
+# Services a test VM does not want competing for its emulated CPUs.
+MASKED_UNITS = (
+    "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
+    "fstrim.timer", "systemd-timesyncd.service", "man-db.timer",
+    "dpkg-db-backup.timer", "getty@tty1.service",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    suite: str = "trixie"
+    packages: tuple[str, ...] = BASE_PACKAGES + PACKAGE_DEPENDENCIES
+    mirror: str = ""
+
+    def resolved_mirror(self) -> str:
+        return self.mirror or host_mirror()
+
+    def key(self) -> str:
+        material = json.dumps(
+            [IMAGE_FORMAT, self.suite, sorted(self.packages), self.resolved_mirror(),
+             RUNNER_UNIT, INITRAMFS_HOOK, MASKED_UNITS, PATH_EXCLUDES],
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+    @property
+    def directory(self) -> Path:
+        return CACHE_ROOT / f"{self.suite}-{self.key()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    spec: ImageSpec
+    disk: Path
+    kernels: dict  # flavour ("std" or "rt") -> (vmlinuz, initrd)
+
+
+def host_mirror() -> str:
+    """The Debian mirror the host's apt uses, so the VM needs no other network."""
+    candidates = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]
+    candidates += sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    for path in candidates:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if line.startswith("URIs:") and len(words) > 1 and "security" not in words[1]:
+                return words[1]
+            if words[:1] == ["deb"] and "security" not in line:
+                return next(w for w in words[1:] if "://" in w)
+    return "http://deb.debian.org/debian"
+
+
+def run_logged(cmd: list[str], logfile: Path, **kw) -> None:
+    log.info("$ %s", shlex.join(cmd))
+    with open(logfile, "ab") as out:
+        out.write(f"\n$ {shlex.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, **kw)
+    if proc.returncode != 0:
+        tail = logfile.read_text(errors="replace").splitlines()[-30:]
+        raise RuntimeError(f"{cmd[0]} failed with {proc.returncode}; see {logfile}:\n" + "\n".join(tail))
+
+
+def build_image(spec: ImageSpec) -> Image:
+    """Build (or reuse) the image for `spec`. Safe to call concurrently only per spec."""
+    image = load_image(spec)
+    if image:
+        log.info("image %s: cached", spec.directory)
+        return image
+    target = spec.directory
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    # Built beside the cache entry and renamed into place, so an interrupted
+    # build never looks like a cached image.
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.suite}-build-", dir=CACHE_ROOT))
+    logfile = work / "build.log"
+    rootfs = work / "rootfs"
+    started = time.monotonic()
+    hooks = _customize_commands()
+    cmd = [
+        "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+        "--include=" + ",".join(spec.packages),
+        "--aptopt=Acquire::Retries \"3\"",
+        "--essential-hook=mkdir -p \"$1/etc/initramfs-tools/hooks\" \"$1/etc/initramfs-tools/conf.d\"",
+        "--essential-hook=printf 'MODULES=list\\nCOMPRESS=zstd\\n' > \"$1/etc/initramfs-tools/conf.d/mxrc-testbed.conf\"",
+        f"--essential-hook=cat > \"$1/etc/initramfs-tools/hooks/mxrc-testbed\" <<'EOF'\n{INITRAMFS_HOOK}EOF",
+        "--essential-hook=chmod 755 \"$1/etc/initramfs-tools/hooks/mxrc-testbed\"",
+    ]
+    cmd += [f"--dpkgopt=path-exclude={p}" for p in PATH_EXCLUDES]
+    cmd += [f"--dpkgopt=path-include={p}" for p in PATH_INCLUDES]
+    cmd += [f"--customize-hook={h}" for h in hooks]
+    cmd += [spec.suite, str(rootfs), spec.resolved_mirror()]
+    run_logged(cmd, logfile)
+
+    kernels = {}
+    for vmlinuz in sorted((rootfs / "boot").glob("vmlinuz-*")):
+        version = vmlinuz.name.removeprefix("vmlinuz-")
+        flavour = "rt" if "-rt-" in version else "std"
+        shutil.copy(vmlinuz, work / vmlinuz.name)
+        shutil.copy(rootfs / "boot" / f"initrd.img-{version}", work / f"initrd.img-{version}")
+        kernels[flavour] = (vmlinuz.name, f"initrd.img-{version}")
+    if set(kernels) != {"std", "rt"}:
+        raise RuntimeError(f"expected a standard and an RT kernel in the image, found {kernels}")
+
+    size_mib = _du_mib(rootfs) + 1536
+    run_logged(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(work / "rootfs.img"),
+                f"{size_mib}M"], logfile)
+    shutil.rmtree(rootfs)
+    (work / "image.json").write_text(json.dumps({
+        "suite": spec.suite, "key": spec.key(), "kernels": kernels,
+        "packages": sorted(spec.packages), "built_seconds": round(time.monotonic() - started, 1),
+    }, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    work.rename(target)
+    log.info("image %s: built in %.0f s", target, time.monotonic() - started)
+    return load_image(spec)
+
+
+def load_image(spec: ImageSpec) -> Image | None:
+    meta = spec.directory / "image.json"
+    if not meta.exists():
+        return None
+    data = json.loads(meta.read_text())
+    kernels = {k: tuple(spec.directory / name for name in v) for k, v in data["kernels"].items()}
+    return Image(spec, spec.directory / "rootfs.img", kernels)
+
+
+def _customize_commands() -> list[str]:
+    unit = "/etc/systemd/system/mxrc-testbed-runner.service"
+    cmds = [
+        f"cat > \"$1{unit}\" <<'EOF'\n{RUNNER_UNIT}EOF",
+        "chroot \"$1\" systemctl enable mxrc-testbed-runner.service",
+        "chroot \"$1\" systemctl mask " + " ".join(MASKED_UNITS),
+        "echo mxrc-vm > \"$1/etc/hostname\"",
+        "echo 'LABEL=root / ext4 rw,errors=remount-ro 0 1' > \"$1/etc/fstab\"",
+        "chroot \"$1\" passwd -d root",
+        # Journal to disk so that a test can read the previous boot.
+        "mkdir -p \"$1/var/log/journal\"",
+    ]
+    return cmds
+
+
+def _du_mib(path: Path) -> int:
+    out = subprocess.run(["du", "-sm", str(path)], check=True, capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+# --------------------------------------------------------------------------- boot
+
+
+def kvm_usable() -> bool:
+    """KVM only helps with a real hardware-virtualisation module behind it.
+
+    /dev/kvm also exists under kvm_pvm (paravirtualised nesting), where a
+    stock Debian kernel never gets past its decompressor.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    if Path("/sys/module/kvm_pvm").exists():
+        return False
+    return Path("/sys/module/kvm_intel").exists() or Path("/sys/module/kvm_amd").exists()
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    cpus: int = 4
+    memory_mib: int = 2048
+    numa_nodes: int = 1
+    kernel: str = "std"  # "std" or "rt"
+    append: str = ""
+
+    def qemu_args(self, image: Image, share: Path, console: Path) -> list[str]:
+        vmlinuz, initrd = image.kernels[self.kernel]
+        accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
+        cmdline = " ".join([
+            "root=LABEL=root rw console=ttyS0 panic=-1 loglevel=4",
+            "systemd.show_status=auto mxrc.testbed=1", self.append,
+        ]).strip()
+        args = [
+            "qemu-system-x86_64", "-machine", "q35", *accel,
+            "-m", str(self.memory_mib), "-smp", str(self.cpus),
+            "-nodefaults", "-display", "none", "-no-reboot",
+            "-serial", f"file:{console}",
+            "-kernel", str(vmlinuz), "-initrd", str(initrd), "-append", cmdline,
+            "-drive", f"file={image.disk},if=virtio,format=raw,snapshot=on",
+            "-virtfs", f"local,path={share},mount_tag=host,security_model=none",
+            "-nic", "none",
+        ]
+        args += self._numa_args()
+        return args
+
+    def _numa_args(self) -> list[str]:
+        if self.numa_nodes <= 1:
+            return []
+        if self.cpus % self.numa_nodes or self.memory_mib % self.numa_nodes:
+            raise ValueError(f"{self.cpus} CPUs / {self.memory_mib} MiB do not split into "
+                             f"{self.numa_nodes} equal NUMA nodes")
+        per_cpu, per_mem = self.cpus // self.numa_nodes, self.memory_mib // self.numa_nodes
+        args = []
+        for n in range(self.numa_nodes):
+            first = n * per_cpu
+            args += ["-object", f"memory-backend-ram,id=m{n},size={per_mem}M",
+                     "-numa", f"node,nodeid={n},cpus={first}-{first + per_cpu - 1},memdev=m{n}"]
+        return args
+
+
+@dataclasses.dataclass
+class StepResult:
+    name: str
+    command: str
+    rc: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+@dataclasses.dataclass
+class RunResult:
+    rc: int  # 0 when every step ran; 124 timeout; 125 the guest never reported
+    steps: dict  # name -> StepResult
+    journal: str
+    console: str
+    boot_attempts: int
+    seconds: float
+
+    def __getitem__(self, name: str) -> StepResult:
+        if name not in self.steps:
+            raise KeyError(f"step {name!r} did not run (rc={self.rc}); console tail:\n"
+                           + "\n".join(self.console.splitlines()[-40:]))
+        return self.steps[name]
+
+
+def run_steps(image: Image, machine: Machine, steps: list[tuple[str, str]],
+              files: dict[str, Path] | None = None, timeout: int = 900,
+              boot_retries: int = 2) -> RunResult:
+    """Boot `image` on `machine`, run each (name, shell command) in order, power off.
+
+    Every step runs even when an earlier one failed; the caller decides what
+    a failure means.  `files` are copied onto the share (name -> path) and
+    appear in the guest under /mnt/host/files/.  A boot that died before the
+    runner started (a known TCG flake) is retried; a run that started is not.
+    """
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mxrc-vm-") as tmp:
+        share = Path(tmp)
+        (share / "files").mkdir()
+        for name, path in (files or {}).items():
+            shutil.copy(path, share / "files" / name)
+        shutil.copy(GUEST_DIR / "boot.sh", share / "boot.sh")
+        shutil.copy(GUEST_DIR / "steps.py", share / "steps.py")
+        (share / "steps.json").write_text(json.dumps([{"name": n, "command": c} for n, c in steps]))
+        attempts = 0
+        while True:
+            attempts += 1
+            out = share / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            console = share / "console.log"
+            console.unlink(missing_ok=True)
+            cmd = ["timeout", "--kill-after=10", str(timeout), *machine.qemu_args(image, share, console)]
+            log.info("boot %d: %s", attempts, shlex.join(cmd))
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if (out / "started").exists() or attempts > boot_retries:
+                break
+            log.warning("guest died before the runner started (qemu rc %d); booting again:\n%s",
+                        proc.returncode, "\n".join(_read(console).splitlines()[-15:]))
+        if (out / "rc").exists():
+            rc = int(_read(out / "rc").strip() or 125)
+        elif proc.returncode == 124:
+            rc = 124
+        else:
+            rc = 125
+        results = {}
+        if (out / "results.json").exists():
+            for item in json.loads(_read(out / "results.json")):
+                results[item["name"]] = StepResult(**item)
+        result = RunResult(rc, results, _read(out / "journal.txt"), _read(console), attempts,
+                           round(time.monotonic() - started, 1))
+        keep = os.environ.get("MXRC_TESTBED_KEEP")
+        if keep:
+            dest = Path(keep) / f"run-{int(time.time())}"
+            shutil.copytree(share, dest)
+            log.info("share kept in %s", dest)
+        return result
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build (or reuse) an image and print its directory")
+    b.add_argument("--suite", default="trixie")
+    r = sub.add_parser("run", help="boot an image and run shell commands in it")
+    r.add_argument("--suite", default="trixie")
+    r.add_argument("--cpus", type=int, default=4)
+    r.add_argument("--memory", type=int, default=2048, help="MiB")
+    r.add_argument("--numa", type=int, default=1, help="NUMA nodes")
+    r.add_argument("--kernel", choices=("std", "rt"), default="std")
+    r.add_argument("--append", default="", help="extra kernel command line")
+    r.add_argument("--file", action="append", default=[], metavar="PATH",
+                   help="copy PATH into the guest's /mnt/host/files/")
+    r.add_argument("--timeout", type=int, default=900)
+    r.add_argument("commands", nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="testbed: %(message)s", stream=sys.stderr)
+
+    image = build_image(ImageSpec(suite=args.suite))
+    if args.command == "build":
+        print(image.spec.directory)
+        return 0
+    machine = Machine(args.cpus, args.memory, args.numa, args.kernel, args.append)
+    files = {Path(p).name: Path(p) for p in args.file}
+    steps = [(f"step{i}", c) for i, c in enumerate(args.commands)]
+    result = run_steps(image, machine, steps, files, args.timeout)
+    for step in result.steps.values():
+        print(f"### {step.command}  (rc={step.rc}, {step.seconds:.1f}s)")
+        print(step.output, end="" if step.output.endswith("\n") else "\n")
+    print(f"### run finished: rc={result.rc}, {result.seconds:.0f}s, {result.boot_attempts} boot(s)",
+          file=sys.stderr)
+    if result.rc:
+        return result.rc
+    return max((s.rc for s in result.steps.values()), default=0) and 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
