@@ -261,7 +261,7 @@ class Machine:
     kernel: str = "std"  # "std" or "rt"
     append: str = ""
 
-    def qemu_args(self, image: Image, share: Path, console: Path) -> list[str]:
+    def qemu_args(self, image: Image, disk: Path, share: Path, console: Path) -> list[str]:
         vmlinuz, initrd = image.kernels[self.kernel]
         accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
         cmdline = " ".join([
@@ -274,7 +274,7 @@ class Machine:
             "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", f"file:{console}",
             "-kernel", str(vmlinuz), "-initrd", str(initrd), "-append", cmdline,
-            "-drive", f"file={image.disk},if=virtio,format=raw,snapshot=on",
+            "-drive", f"file={disk},if=virtio,format=qcow2,cache=unsafe",
             "-virtfs", f"local,path={share},mount_tag=host,security_model=none",
             "-nic", "none",
         ]
@@ -325,34 +325,62 @@ class RunResult:
         return self.steps[name]
 
 
-def run_steps(image: Image, machine: Machine, steps: list[tuple[str, str]],
-              files: dict[str, Path] | None = None, timeout: int = 900,
-              boot_retries: int = 2) -> RunResult:
-    """Boot `image` on `machine`, run each (name, shell command) in order, power off.
+class VM:
+    """One virtual machine: a copy-on-write disk over the cached image, booted as often as needed.
 
-    Every step runs even when an earlier one failed; the caller decides what
-    a failure means.  `files` are copied onto the share (name -> path) and
-    appear in the guest under /mnt/host/files/.  A boot that died before the
-    runner started (a known TCG flake) is retried; a run that started is not.
+    Changes made in one boot (an installed package, an enabled unit) are
+    there in the next, as on a real machine; the cached image never changes.
+    Use as a context manager; `boot()` runs a list of steps and powers off.
     """
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mxrc-vm-") as tmp:
-        share = Path(tmp)
-        (share / "files").mkdir()
+
+    def __init__(self, image: Image, machine: Machine, files: dict[str, Path] | None = None):
+        self.image = image
+        self.machine = machine
+        self._tmp = tempfile.TemporaryDirectory(prefix="mxrc-vm-")
+        self.share = Path(self._tmp.name) / "share"
+        (self.share / "files").mkdir(parents=True)
         for name, path in (files or {}).items():
-            shutil.copy(path, share / "files" / name)
-        shutil.copy(GUEST_DIR / "boot.sh", share / "boot.sh")
-        shutil.copy(GUEST_DIR / "steps.py", share / "steps.py")
+            shutil.copy(path, self.share / "files" / name)
+        for helper in ("boot.sh", "steps.py"):
+            shutil.copy(GUEST_DIR / helper, self.share / helper)
+        self.disk = Path(self._tmp.name) / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                        "-b", str(image.disk), str(self.disk)], check=True)
+        self.boots: list[RunResult] = []
+
+    def __enter__(self) -> "VM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        keep = os.environ.get("MXRC_TESTBED_KEEP")
+        if keep:
+            dest = Path(keep) / f"vm-{int(time.time())}"
+            shutil.copytree(self.share, dest)
+            log.info("share kept in %s", dest)
+        self._tmp.cleanup()
+
+    def boot(self, steps: list[tuple[str, str]], machine: Machine | None = None,
+             timeout: int = 900, boot_retries: int = 2) -> RunResult:
+        """Boot, run each (name, shell command) in order, power off.
+
+        Every step runs even when an earlier one failed; the caller decides
+        what a failure means.  A boot that died before the runner started (a
+        known TCG flake) is retried; a run that started never is.  `machine`
+        changes the hardware for this boot only (a disk moved to another robot).
+        """
+        machine = machine or self.machine
+        started = time.monotonic()
+        share = self.share
         (share / "steps.json").write_text(json.dumps([{"name": n, "command": c} for n, c in steps]))
+        out, console = share / "out", share / "console.log"
         attempts = 0
         while True:
             attempts += 1
-            out = share / "out"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
-            console = share / "console.log"
             console.unlink(missing_ok=True)
-            cmd = ["timeout", "--kill-after=10", str(timeout), *machine.qemu_args(image, share, console)]
+            cmd = ["timeout", "--kill-after=10", str(timeout),
+                   *machine.qemu_args(self.image, self.disk, share, console)]
             log.info("boot %d: %s", attempts, shlex.join(cmd))
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
             if (out / "started").exists() or attempts > boot_retries:
@@ -371,12 +399,15 @@ def run_steps(image: Image, machine: Machine, steps: list[tuple[str, str]],
                 results[item["name"]] = StepResult(**item)
         result = RunResult(rc, results, _read(out / "journal.txt"), _read(console), attempts,
                            round(time.monotonic() - started, 1))
-        keep = os.environ.get("MXRC_TESTBED_KEEP")
-        if keep:
-            dest = Path(keep) / f"run-{int(time.time())}"
-            shutil.copytree(share, dest)
-            log.info("share kept in %s", dest)
+        self.boots.append(result)
         return result
+
+
+def run_steps(image: Image, machine: Machine, steps: list[tuple[str, str]],
+              files: dict[str, Path] | None = None, timeout: int = 900) -> RunResult:
+    """One boot of a fresh VM: the common case."""
+    with VM(image, machine, files) as vm:
+        return vm.boot(steps, timeout=timeout)
 
 
 def _read(path: Path) -> str:

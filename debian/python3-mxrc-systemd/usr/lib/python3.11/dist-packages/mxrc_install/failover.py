@@ -1,0 +1,119 @@
+"""The OnFailure= handler behind mxrc-failover@.service.
+
+systemd versions differ in when OnFailure= fires: on every failure, or only
+once the restarts are exhausted.  So the handler looks at the failed unit's
+state and decides: while systemd is still restarting the unit the failure is
+recorded as transient; when the unit has given up (failed, start limit hit)
+it is final and the FailoverManager hooks in /etc/mxrc/failover.d run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HOOK_DIR = Path("/etc/mxrc/failover.d")
+SHOW_PROPERTIES = ("ActiveState", "SubState", "Result", "NRestarts")
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureEvent:
+    unit: str
+    result: str  # $MONITOR_SERVICE_RESULT: watchdog, oom-kill, exit-code, start-limit-hit...
+    exit_code: str
+    exit_status: str
+    invocation_id: str
+    active_state: str
+    sub_state: str
+    restarts: int
+    timestamp: float
+
+    @property
+    def final(self) -> bool:
+        """systemd has stopped trying: failover must take over."""
+        return self.sub_state != "auto-restart" and self.active_state in ("failed", "inactive")
+
+    def summary(self) -> str:
+        kind = "final" if self.final else "transient (systemd restarts it)"
+        return (f"{self.unit} failed: result={self.result or 'unknown'} exit={self.exit_code}/"
+                f"{self.exit_status} restarts={self.restarts} state={self.active_state}/"
+                f"{self.sub_state}: {kind}")
+
+
+def parse_show(text: str) -> dict[str, str]:
+    """Parse `systemctl show -p A -p B` output (KEY=value lines)."""
+    props = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props[key] = value
+    return props
+
+
+def event_from(unit: str, env: dict[str, str], props: dict[str, str], now: float) -> FailureEvent:
+    try:
+        restarts = int(props.get("NRestarts", "0"))
+    except ValueError:
+        restarts = 0
+    return FailureEvent(
+        unit=unit,
+        result=env.get("MONITOR_SERVICE_RESULT") or props.get("Result", ""),
+        exit_code=env.get("MONITOR_EXIT_CODE", ""),
+        exit_status=env.get("MONITOR_EXIT_STATUS", ""),
+        invocation_id=env.get("MONITOR_INVOCATION_ID", ""),
+        active_state=props.get("ActiveState", ""),
+        sub_state=props.get("SubState", ""),
+        restarts=restarts,
+        timestamp=now,
+    )
+
+
+def read_unit_state(unit: str) -> dict[str, str]:
+    args = ["systemctl", "show", unit] + [f"--property={p}" for p in SHOW_PROPERTIES]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        log.warning("cannot read the state of %s: %s", unit, proc.stderr.strip())
+        return {}
+    return parse_show(proc.stdout)
+
+
+def record(event: FailureEvent, state_dir: Path) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "events.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(dataclasses.asdict(event) | {"final": event.final}, sort_keys=True) + "\n")
+    return path
+
+
+def run_hooks(event: FailureEvent, hook_dir: Path = HOOK_DIR) -> int:
+    """Run each executable hook with the event in its environment; count the failures."""
+    if not hook_dir.is_dir():
+        return 0
+    env = {**os.environ, "MXRC_FAILED_UNIT": event.unit, "MXRC_FAILURE_RESULT": event.result,
+           "MXRC_FAILURE_RESTARTS": str(event.restarts)}
+    failed = 0
+    for hook in sorted(hook_dir.iterdir()):
+        if not (hook.is_file() and os.access(hook, os.X_OK)):
+            continue
+        rc = subprocess.run([str(hook), event.unit], env=env).returncode
+        if rc != 0:
+            log.error("failover hook %s exited with %d", hook, rc)
+            failed += 1
+    return failed
+
+
+def handle(unit: str) -> int:
+    event = event_from(unit, dict(os.environ), read_unit_state(unit), time.time())
+    print(event.summary(), flush=True)
+    state_dir = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/mxrc/failover").split(":")[0])
+    record(event, state_dir)
+    if event.final:
+        return 1 if run_hooks(event) else 0
+    return 0

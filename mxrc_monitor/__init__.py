@@ -1,0 +1,1 @@
+"""mxrc-monitor: Prometheus metrics for the MXRC systemd units."""

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from mxrc_install import failover
+
+SHOW = "ActiveState=failed\nSubState=failed\nResult=watchdog\nNRestarts=5\n"
+
+
+def test_parse_show_keeps_values_with_equals():
+    assert failover.parse_show("A=b=c\nNoEquals\nN=1") == {"A": "b=c", "N": "1"}
+
+
+@pytest.mark.parametrize("active,sub,final", [
+    ("failed", "failed", True),          # start limit hit: systemd gave up
+    ("inactive", "dead", True),
+    ("activating", "auto-restart", False),  # systemd will restart it
+    ("active", "running", False),
+])
+def test_final_only_when_systemd_gave_up(active, sub, final):
+    props = {"ActiveState": active, "SubState": sub, "NRestarts": "2"}
+    event = failover.event_from("mxrc-rt.service", {}, props, 0.0)
+    assert event.final is final
+
+
+def test_event_prefers_monitor_environment():
+    env = {"MONITOR_SERVICE_RESULT": "oom-kill", "MONITOR_EXIT_CODE": "killed",
+           "MONITOR_EXIT_STATUS": "KILL", "MONITOR_INVOCATION_ID": "abc"}
+    event = failover.event_from("mxrc-rt.service", env, failover.parse_show(SHOW), 1.5)
+    assert (event.result, event.exit_code, event.exit_status, event.restarts) == \
+        ("oom-kill", "killed", "KILL", 5)
+    assert "oom-kill" in event.summary() and "final" in event.summary()
+
+
+def test_event_falls_back_to_unit_result_and_tolerates_garbage():
+    event = failover.event_from("x.service", {}, {"Result": "watchdog", "NRestarts": "n/a"}, 0)
+    assert event.result == "watchdog" and event.restarts == 0
+
+
+def test_record_appends_json_lines(tmp_path):
+    event = failover.event_from("mxrc-rt.service", {}, failover.parse_show(SHOW), 2.0)
+    failover.record(event, tmp_path / "state")
+    path = failover.record(event, tmp_path / "state")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["unit"] == "mxrc-rt.service" and lines[0]["final"] is True
+
+
+@pytest.mark.spawns
+def test_hooks_run_with_event_and_failures_counted(tmp_path):
+    hooks = tmp_path / "failover.d"
+    hooks.mkdir()
+    out = tmp_path / "seen"
+    (hooks / "10-record").write_text(f"#!/bin/sh\necho \"$1 $MXRC_FAILURE_RESULT\" > {out}\n")
+    (hooks / "20-fail").write_text("#!/bin/sh\nexit 3\n")
+    (hooks / "30-not-executable").write_text("#!/bin/sh\nexit 4\n")
+    for name in ("10-record", "20-fail"):
+        (hooks / name).chmod(0o755)
+    event = failover.event_from("mxrc-rt.service", {"MONITOR_SERVICE_RESULT": "watchdog"}, {}, 0)
+    assert failover.run_hooks(event, hooks) == 1
+    assert out.read_text() == "mxrc-rt.service watchdog\n"
