@@ -1,0 +1,65 @@
+"""Shell steps that several VM tests share, as (name, command) pairs."""
+
+SERVICES = "mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service"
+
+# Every path on the root filesystem except the ones that change by themselves.
+FILE_LIST = ("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp"
+             " -o -path /var/tmp -o -path /mnt -o -path /root -o -path /var/log/journal"
+             " -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg"
+             " -o -path /var/log/apt -o -path /var/log/dpkg.log"
+             " -o -path /var/lib/systemd/timers -o -path /var/lib/systemd/random-seed"
+             " -o -path /var/lib/systemd/catalog \\) -prune -o -print | sort")
+
+
+def rt_pid() -> str:
+    return "$(systemctl show -p MainPID --value mxrc-rt.service)"
+
+
+INSTALL = [
+    ("files-before", f"{FILE_LIST} > /root/files-before"),
+    ("install", "apt-get install -y --no-install-recommends /mnt/host/files/*.deb"),
+    # MXRC's own programs are not installed here: the units' documented paths
+    # get a test stand-in (tests/vm/fixtures/fake-mxrc-process).
+    ("stand-ins", "for p in mxrc-rt mxrc-nonrt; do "
+                  "install -D -m 755 /mnt/host/files/fake-mxrc-process /usr/libexec/mxrc/$p; done"),
+    ("user", "id mxrc"),
+    ("enabled", f"systemctl is-enabled mxrc.target {SERVICES}"),
+    ("journald-config", "systemd-analyze cat-config systemd/journald.conf | grep -E '^(SystemMaxUse|RuntimeMaxUse)='"),
+    ("start", "start=$(date +%s%N); systemctl start mxrc.target; rc=$?; "
+              "echo elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 )); exit $rc"),
+    ("active", f"systemctl is-active {SERVICES} mxrc.target"),
+    ("order", "systemctl show -p Id -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic "
+              "mxrc-nonrt.service mxrc-rt.service"),
+    ("show-rt", "systemctl show mxrc-rt.service -p CPUSchedulingPolicy -p CPUSchedulingPriority "
+                "-p CPUAffinity -p NUMAPolicy -p NUMAMask -p User -p WatchdogUSec -p StatusText"),
+    ("status-rt", "systemctl status --no-pager -l mxrc-rt.service"),
+    ("chrt", f"chrt -p {rt_pid()}"),
+    ("taskset", f"taskset -cp {rt_pid()}"),
+    ("rt-journal", "journalctl -b --no-pager -o cat -u mxrc-rt.service"),
+    ("security", "rc=0; for u in mxrc-rt.service mxrc-nonrt.service mxrc-monitor.service; do "
+                 "systemd-analyze security --no-pager --threshold=20 $u | tail -1 || rc=1; done; "
+                 "systemd-analyze security --no-pager --offline=true --threshold=20 "
+                 "mxrc-failover@check.service | tail -1 || rc=1; exit $rc"),
+    ("metrics", "python3 -c \"import urllib.request as u; "
+                "print(u.urlopen('http://127.0.0.1:9558/metrics', timeout=5).read().decode())\""),
+    ("stop-nonrt", f"systemctl stop mxrc-nonrt.service; sleep 1; systemctl is-active {SERVICES}; true"),
+]
+
+PURGE = [
+    ("purge", "apt-get purge -y mxrc-systemd mxrc-monitor"),
+    ("files-after", f"{FILE_LIST} > /root/files-after; comm -13 /root/files-before /root/files-after"),
+]
+
+
+def parse_show(text: str) -> list[dict[str, str]]:
+    """`systemctl show` output for one or more units: one dict per unit."""
+    units, current = [], {}
+    for line in text.splitlines() + [""]:
+        if not line.strip():
+            if current:
+                units.append(current)
+            current = {}
+            continue
+        key, _, value = line.partition("=")
+        current[key] = value
+    return units

@@ -1,0 +1,134 @@
+"""Acceptance for the foundation on a real systemd: install, start, order, RT placement, sandbox, purge.
+
+trixie (systemd 257), 4 vCPUs, isolcpus=2-3: the full scenario over two boots
+of one disk (the second shows the boot-time ordering). bookworm (systemd 252):
+the install path.
+"""
+
+import re
+
+import pytest
+import testbed
+from scenarios import INSTALL, PURGE, SERVICES, parse_show
+
+RT_MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
+
+
+@pytest.fixture(scope="module")
+def trixie(trixie_image, guest_files):
+    with testbed.VM(trixie_image, RT_MACHINE, guest_files) as vm:
+        first = vm.boot(INSTALL)
+        second = vm.boot([
+            ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
+            ("critical-chain", "systemd-analyze critical-chain --no-pager mxrc-rt.service"),
+            *PURGE,
+        ])
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def bookworm(bookworm_image, guest_files):
+    with testbed.VM(bookworm_image, RT_MACHINE, guest_files) as vm:
+        return vm.boot(INSTALL + PURGE)
+
+
+@pytest.fixture(params=["trixie", "bookworm"])
+def install_run(request):
+    if request.param == "trixie":
+        return request.getfixturevalue("trixie")[0]
+    return request.getfixturevalue("bookworm")
+
+
+def test_apt_install_succeeds_and_creates_the_user(install_run):
+    assert install_run["install"].ok, install_run["install"].output
+    assert install_run["user"].ok and "(mxrc)" in install_run["user"].output
+
+
+def test_target_and_services_enabled(install_run):
+    assert install_run["enabled"].output.split() == ["enabled"] * 4
+
+
+def test_journald_caps_installed(install_run):
+    out = install_run["journald-config"].output
+    assert "SystemMaxUse=1G" in out and "RuntimeMaxUse=512M" in out
+
+
+def test_start_target_brings_every_service_up(install_run):
+    assert install_run["start"].ok, install_run["start"].output
+    assert install_run["active"].output.split() == ["active"] * 4, install_run["active"].output
+
+
+def test_nonrt_is_active_before_rt_starts(install_run):
+    nonrt, rt = parse_show(install_run["order"].output)
+    assert (nonrt["Id"], rt["Id"]) == ("mxrc-nonrt.service", "mxrc-rt.service")
+    assert int(nonrt["ActiveEnterTimestampMonotonic"]) <= int(rt["InactiveExitTimestampMonotonic"])
+
+
+def test_rt_unit_properties(install_run):
+    (props,) = parse_show(install_run["show-rt"].output)
+    assert props["CPUSchedulingPolicy"] == "1"  # SCHED_FIFO
+    assert props["CPUSchedulingPriority"] == "80"
+    assert props["CPUAffinity"] == "2-3"
+    assert props["NUMAPolicy"] == "bind" and props["NUMAMask"] == "0"
+    assert props["User"] == "mxrc" and props["WatchdogUSec"] == "30s"
+
+
+def test_status_shows_fifo_80_on_cpus_2_3(install_run):
+    status = install_run["status-rt"].output
+    assert "active (running)" in status
+    assert "SCHED_FIFO priority=80 cpus=2,3" in status, status
+
+
+def test_running_process_really_is_fifo_80_on_2_3(install_run):
+    assert re.search(r"current scheduling policy: SCHED_FIFO\b", install_run["chrt"].output)
+    assert "current scheduling priority: 80" in install_run["chrt"].output
+    assert install_run["taskset"].output.strip().endswith("current affinity list: 2,3")
+
+
+def test_sandbox_keeps_rt_syscalls_working(install_run):
+    journal = install_run["rt-journal"].output
+    for call in ("mlockall", "sched_setaffinity", "sched_setscheduler"):
+        assert f"{call}=ok" in journal, journal
+
+
+def test_security_gate_on_installed_units(install_run):
+    out = install_run["security"].output
+    assert install_run["security"].ok, out
+    levels = [float(x) for x in re.findall(r"Overall exposure level for \S+: (\d+\.\d+)", out)]
+    assert len(levels) == 4 and max(levels) <= 2.0, out
+
+
+def test_exporter_serves_unit_metrics(install_run):
+    metrics = install_run["metrics"].output
+    for unit in ("mxrc-rt.service", "mxrc-nonrt.service"):
+        assert f'systemd_unit_cpu_seconds_total{{name="{unit}"}}' in metrics
+        assert f'systemd_unit_memory_bytes{{name="{unit}"}}' in metrics
+
+
+def test_stopping_nonrt_stops_rt(install_run):
+    # SC-009: Requires= propagates the stop.
+    states = install_run["stop-nonrt"].output.split()
+    assert states[:2] == ["inactive", "inactive"], states
+
+
+def test_critical_chain_at_boot_has_nonrt_before_rt(trixie):
+    _, second = trixie
+    assert second["active-at-boot"].output.split() == ["active"] * 4
+    chain = second["critical-chain"].output
+    lines = [line for line in chain.splitlines() if "mxrc-" in line]
+    assert lines and "mxrc-rt.service" in lines[0] and any("mxrc-nonrt.service" in x for x in lines[1:]), chain
+
+
+@pytest.fixture(params=["trixie", "bookworm"])
+def purge_run(request):
+    if request.param == "trixie":
+        return request.getfixturevalue("trixie")[1]
+    return request.getfixturevalue("bookworm")
+
+
+def test_purge_leaves_nothing_behind(purge_run):
+    assert purge_run["purge"].ok, purge_run["purge"].output
+    leftovers = [p for p in purge_run["files-after"].output.splitlines()
+                 # The MXRC programs are not ours: the test put them there.
+                 if p and not p.startswith("/usr/libexec/mxrc")]
+    assert leftovers == [], leftovers
