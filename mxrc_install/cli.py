@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mxrc_install import __version__, failover, steps
+from mxrc_install import __version__, failover, plan, probe, report, steps
 from mxrc_install.sysroot import SysRoot
 
 EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = 0, 1, 2
@@ -20,6 +20,24 @@ def cmd_configure(args: argparse.Namespace) -> int:
 
 def cmd_failover(args: argparse.Namespace) -> int:
     return failover.handle(args.unit)
+
+
+def exit_code_for(result: plan.Plan) -> int:
+    return {plan.ERROR: EXIT_ERROR, plan.WARNING: EXIT_WARNINGS}.get(result.worst, EXIT_OK)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    facts = probe.read_facts(SysRoot(args.root))
+    print(report.facts_json(facts) if args.json else report.facts_text(facts), end="")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    root = SysRoot(args.root)
+    result = plan.make_plan(probe.read_facts(root))
+    current = {u: root.read_text(report.dropin_path(u)) for u in result.dropins}
+    print(report.plan_json(result, current) if args.json else report.plan_text(result, current), end="")
+    return exit_code_for(result)
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
@@ -39,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="operate on the system installed under DIR (default: /)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="show what this machine offers for real-time operation")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("plan", help="show the drop-ins and findings apply would produce; writes nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("configure", help="run the configure steps (called by the postinst)")
     p.add_argument("action", nargs="?", help="the postinst's action, e.g. configure")

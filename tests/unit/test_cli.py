@@ -26,3 +26,23 @@ def test_steps_lists_from_root(tmp_path, capsys):
     step.chmod(0o755)
     assert cli.main(["--root", str(tmp_path), "steps"]) == 0
     assert "10-x" in capsys.readouterr().out
+
+
+def test_probe_and_plan_on_a_fake_machine(tmp_path, capsys):
+    import json
+
+    from sysroots import Hardware, build
+    build(tmp_path, Hardware(cpus=8, numa_nodes=2, cmdline="isolcpus=6-7"))
+    assert cli.main(["--root", str(tmp_path), "probe"]) == 0
+    assert "isolcpus" in capsys.readouterr().out
+    assert cli.main(["--root", str(tmp_path), "probe", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["numa_nodes"] == {"0": [0, 1, 2, 3], "1": [4, 5, 6, 7]}
+    # Not PREEMPT_RT: a warning, so exit 2; the plan writes nothing.
+    assert cli.main(["--root", str(tmp_path), "plan"]) == cli.EXIT_WARNINGS
+    out = capsys.readouterr().out
+    assert "create /etc/systemd/system/mxrc-rt.service.d/50-mxrc-hardware.conf" in out
+    assert "+CPUAffinity=6 7" in out and "[kernel-not-rt]" in out
+    assert not (tmp_path / "etc/systemd/system").exists()
+    assert cli.main(["--root", str(tmp_path), "plan", "--json"]) == cli.EXIT_WARNINGS
+    data = json.loads(capsys.readouterr().out)
+    assert data["placement"]["rt_cpus"] == [6, 7] and data["placement"]["numa_nodes"] == [1]

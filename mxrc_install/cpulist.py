@@ -1,0 +1,72 @@
+"""The kernel's cpulist format: "0-3,8,10-15:2/4", "N" for the last CPU.
+
+Used by sysfs (cpu/online, node*/cpulist) and by kernel parameters
+(isolcpus=, nohz_full=, rcu_nocbs=, irqaffinity=).
+"""
+
+from __future__ import annotations
+
+
+class CpuListError(ValueError):
+    pass
+
+
+def parse_cpulist(text: str, last_cpu: int | None = None) -> frozenset[int]:
+    """Parse a cpulist; `last_cpu` resolves "N". Raises CpuListError naming the bad part."""
+    cpus: set[int] = set()
+    text = text.strip()
+    if not text:
+        return frozenset()
+    for part in text.split(","):
+        cpus |= _parse_part(part.strip(), text, last_cpu)
+    return frozenset(cpus)
+
+
+def _number(token: str, whole: str, last_cpu: int | None) -> int:
+    if token == "N":
+        if last_cpu is None:
+            raise CpuListError(f"CPU list {whole!r}: 'N' (last CPU) needs the CPU count")
+        return last_cpu
+    if not token.isdigit():
+        raise CpuListError(f"CPU list {whole!r}: {token!r} is not a CPU number")
+    return int(token)
+
+
+def _parse_part(part: str, whole: str, last_cpu: int | None) -> set[int]:
+    if not part:
+        raise CpuListError(f"CPU list {whole!r}: empty element")
+    stride_used, stride_group = None, None
+    if ":" in part:
+        part, _, stride = part.partition(":")
+        used, _, group = stride.partition("/")
+        if not (used.isdigit() and group.isdigit()) or int(group) == 0 or int(used) > int(group):
+            raise CpuListError(f"CPU list {whole!r}: bad group stride {stride!r} (want used/group)")
+        stride_used, stride_group = int(used), int(group)
+    first, dash, last = part.partition("-")
+    lo = _number(first, whole, last_cpu)
+    hi = _number(last, whole, last_cpu) if dash else lo
+    if hi < lo:
+        raise CpuListError(f"CPU list {whole!r}: range {part!r} runs backwards")
+    cpus = range(lo, hi + 1)
+    if stride_group:
+        cpus = [c for c in cpus if (c - lo) % stride_group < stride_used]
+    return set(cpus)
+
+
+def format_cpulist(cpus) -> str:
+    """Compact form: {0,1,2,5} -> "0-2,5"."""
+    out, run = [], []
+    for cpu in sorted(cpus):
+        if run and cpu == run[-1] + 1:
+            run.append(cpu)
+            continue
+        if run:
+            out.append(_run(run))
+        run = [cpu]
+    if run:
+        out.append(_run(run))
+    return ",".join(out)
+
+
+def _run(run: list[int]) -> str:
+    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"

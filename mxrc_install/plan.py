@@ -1,0 +1,217 @@
+"""Pure planning: facts (+ operator config) -> placement, drop-ins and findings.
+
+Nothing here reads or writes the system; `mxrc-systemd plan` prints the
+result and `apply` carries it out.  The rules read top to bottom like a
+tuned profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mxrc_install.config import Config
+from mxrc_install.cpulist import format_cpulist
+from mxrc_install.probe import Facts
+
+SPEC_RT_CPUS = frozenset({2, 3})
+MIN_SYSTEMD = 249
+MIN_CPUS = 4
+MIN_MEMORY = 4 * 1024**3
+SPEC_MEMORY_MAX = 2 * 1024**3
+# Below this a busy but healthy process risks a restart; above it a hang goes
+# unnoticed too long for a robot (the spec's edge case: 5 s and 5 min).
+SANE_WATCHDOG = range(10, 121)
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    id: str
+    severity: str
+    reason: str
+    fix: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    rt_cpus: frozenset[int]
+    nonrt_cpus: frozenset[int]
+    numa_nodes: frozenset[int]
+    cpu_quota_percent: int
+    memory_max: int
+    rt_priority: int
+    watchdog_sec: int
+    monitor_listen: str
+    monitor_port: int
+    boot_optimize: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    placement: Placement
+    dropins: dict  # unit -> drop-in text
+    findings: tuple[Finding, ...]
+
+    @property
+    def worst(self) -> str | None:
+        for level in (ERROR, WARNING, INFO):
+            if any(f.severity == level for f in self.findings):
+                return level
+        return None
+
+
+def grub_fix(param: str) -> str:
+    return (f'add {param} to GRUB_CMDLINE_LINUX in /etc/default/grub, e.g. '
+            f'GRUB_CMDLINE_LINUX="{param}", then run update-grub and reboot')
+
+
+def choose_rt_cpus(facts: Facts, config: Config) -> tuple[frozenset[int], list[Finding]]:
+    online = facts.cpus.online
+    if config.rt_cpus is not None:
+        wanted = config.rt_cpus
+        if wanted <= online and (wanted != online or len(online) == 1):
+            return wanted, []
+        problem = (f"CPUs {format_cpulist(wanted - online)} are not online" if not wanted <= online
+                   else "no CPU would be left for the non-RT services")
+        fallback, findings = choose_rt_cpus(facts, dataclasses.replace(config, rt_cpus=None))
+        return fallback, [Finding("rt-cpus-invalid", ERROR,
+                                  f"configured rt.cpus = {format_cpulist(wanted)}: {problem} "
+                                  f"(online: {format_cpulist(online)}); using {format_cpulist(fallback)}",
+                                  "set rt.cpus in /etc/mxrc/mxrc-systemd.conf to online CPUs, or to auto "
+                                  "(dpkg-reconfigure mxrc-systemd)")] + findings
+    isolated = (facts.cmdline.isolcpus or facts.cpus.isolated) & online
+    if isolated and isolated != online:
+        return isolated, []
+    if SPEC_RT_CPUS <= online and len(online) > len(SPEC_RT_CPUS):
+        return SPEC_RT_CPUS, []
+    if len(online) >= 2:
+        last = frozenset({max(online)})
+        return last, [Finding("rt-cpus-fallback", WARNING,
+                              f"the machine has no CPUs 2-3 besides others to run non-RT work "
+                              f"(online: {format_cpulist(online)}); RT runs on CPU {max(online)}",
+                              "use a machine with 4 or more CPUs, or set rt_cpus in /etc/mxrc/mxrc-systemd.conf")]
+    return online, [Finding("rt-cpus-shared", WARNING,
+                            "a single CPU: RT and non-RT work share it, so RT latency cannot be bounded",
+                            "use a machine with 4 or more CPUs")]
+
+
+def sibling_findings(facts: Facts, rt: frozenset[int], nonrt: frozenset[int]) -> list[Finding]:
+    shared = sorted(c for c in nonrt if facts.cpus.siblings.get(c, frozenset({c})) & rt)
+    if not shared:
+        return []
+    return [Finding("smt-sibling", WARNING,
+                    f"non-RT CPUs {format_cpulist(shared)} are SMT siblings of RT CPUs "
+                    f"{format_cpulist(rt)}: they share a core's execution units with the RT loop",
+                    "disable SMT (add nosmt to the kernel command line) or isolate whole cores")]
+
+
+def kernel_findings(facts: Facts, rt: frozenset[int]) -> list[Finding]:
+    out = []
+    cmdline_isolated = facts.cmdline.isolcpus
+    rt_list = format_cpulist(rt)
+    if not cmdline_isolated:
+        out.append(Finding("isolcpus-missing", WARNING,
+                           f"the kernel command line has no isolcpus=: other tasks may run on the "
+                           f"RT CPUs {rt_list}",
+                           grub_fix(f"isolcpus=managed_irq,domain,{rt_list} nohz_full={rt_list} "
+                                    f"rcu_nocbs={rt_list}")))
+    elif cmdline_isolated != rt:
+        out.append(Finding("isolcpus-mismatch", WARNING,
+                           f"isolcpus={format_cpulist(cmdline_isolated)} does not match the RT CPUs {rt_list}",
+                           grub_fix(f"isolcpus=managed_irq,domain,{rt_list}")))
+    for error in facts.cmdline.errors:
+        out.append(Finding("cmdline-unparsable", WARNING, error, "correct the kernel command line"))
+    if facts.preempt_rt is False:
+        out.append(Finding("kernel-not-rt", WARNING,
+                           f"kernel {facts.kernel_release or ''} is not PREEMPT_RT: jitter < 50 us is "
+                           "not achievable", "apt install linux-image-rt-amd64 and reboot into it"))
+    if facts.rt_group_sched:
+        out.append(Finding("rt-group-sched", ERROR,
+                           "the kernel has CONFIG_RT_GROUP_SCHED=y: SCHED_FIFO fails inside services "
+                           "whose cgroup has no RT budget", "boot a kernel without RT group scheduling "
+                           "(Debian's linux-image-rt-amd64 has none)"))
+    return out
+
+
+def machine_findings(facts: Facts) -> list[Finding]:
+    out = []
+    if len(facts.cpus.online) < MIN_CPUS:
+        out.append(Finding("few-cpus", WARNING,
+                           f"{len(facts.cpus.online)} online CPUs; the spec assumes at least {MIN_CPUS}",
+                           "run on a machine with 4 or more CPUs"))
+    if facts.cpus.offline:
+        out.append(Finding("cpus-offline", INFO, f"CPUs {format_cpulist(facts.cpus.offline)} are offline",
+                           "bring them online (echo 1 > /sys/devices/system/cpu/cpuN/online) if meant to be used"))
+    if facts.memory_bytes is not None and facts.memory_bytes < MIN_MEMORY:
+        out.append(Finding("low-memory", WARNING,
+                           f"{facts.memory_bytes / 1024**3:.1f} GiB RAM; the spec assumes at least 4 GiB",
+                           "add memory; MemoryMax was lowered to fit"))
+    if facts.systemd_version is not None and facts.systemd_version < MIN_SYSTEMD:
+        out.append(Finding("systemd-old", ERROR,
+                           f"systemd {facts.systemd_version} is older than {MIN_SYSTEMD}",
+                           "upgrade to Debian 12 / Ubuntu 22.04 or newer"))
+    if not facts.cgroup_v2:
+        out.append(Finding("cgroup-v1", ERROR,
+                           "cgroup v2 (unified hierarchy) is not mounted: CPUQuota, MemoryMax and "
+                           "IOWeight are not enforced as specified",
+                           grub_fix("systemd.unified_cgroup_hierarchy=1")))
+    return out
+
+
+def place(facts: Facts, config: Config) -> tuple[Placement, list[Finding]]:
+    rt, findings = choose_rt_cpus(facts, config)
+    nonrt = (facts.cpus.online - rt) or rt
+    nodes = frozenset(n for n in (facts.cpu_node(c) for c in rt) if n is not None) or frozenset({0})
+    if len(nodes) > 1:
+        findings.append(Finding("rt-spans-numa", WARNING,
+                                f"RT CPUs {format_cpulist(rt)} span NUMA nodes {format_cpulist(nodes)}: "
+                                "memory is bound to all of them", "isolate RT CPUs within one node"))
+    memory_max = config.memory_max or SPEC_MEMORY_MAX
+    if facts.memory_bytes and config.memory_max is None:
+        memory_max = min(SPEC_MEMORY_MAX, facts.memory_bytes // 2)
+    elif facts.memory_bytes and memory_max > facts.memory_bytes:
+        findings.append(Finding("memory-max-above-ram", WARNING,
+                                f"rt.memory_max {memory_max} is more than the machine's RAM "
+                                f"({facts.memory_bytes}): the limit cannot protect the system",
+                                "set rt.memory_max below the RAM size, or to auto"))
+    if config.watchdog_sec not in SANE_WATCHDOG:
+        findings.append(Finding("watchdog-range", WARNING,
+                                f"rt.watchdog_sec = {config.watchdog_sec}: outside {SANE_WATCHDOG.start}-"
+                                f"{SANE_WATCHDOG.stop - 1} s; too short restarts healthy but busy "
+                                "processes, too long leaves a hang unnoticed",
+                                "set rt.watchdog_sec = 30 (the spec's value) unless measured otherwise"))
+    findings += sibling_findings(facts, rt, nonrt)
+    quota = config.cpu_quota or 100 * len(rt)
+    return Placement(rt, nonrt, nodes, quota, memory_max, config.rt_priority, config.watchdog_sec,
+                     config.monitor_listen, config.monitor_port, config.boot_optimize), findings
+
+
+HEADER = ("# Written by mxrc-systemd apply from this machine's hardware; do not edit.\n"
+          "# Override with a later drop-in (systemctl edit {unit}) or in /etc/mxrc/mxrc-systemd.conf.\n")
+
+
+def render_dropins(p: Placement) -> dict:
+    rt, nonrt = " ".join(map(str, sorted(p.rt_cpus))), " ".join(map(str, sorted(p.nonrt_cpus)))
+    # Without the boot optimisation the services keep systemd's default
+    # dependencies (after basic.target): the "before" of SC-006.
+    unit_section = "" if p.boot_optimize else "[Unit]\nDefaultDependencies=yes\n\n"
+    dropins = {
+        "mxrc-rt.service": (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={rt}\n"
+                            f"NUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}\n"
+                            f"CPUSchedulingPriority={p.rt_priority}\nLimitRTPRIO={p.rt_priority}\n"
+                            f"CPUQuota={p.cpu_quota_percent}%\nMemoryMax={p.memory_max}\n"
+                            f"WatchdogSec={p.watchdog_sec}s\n"),
+        "mxrc-nonrt.service": (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\n"
+                               f"MemoryMax={p.memory_max}\nWatchdogSec={p.watchdog_sec}s\n"),
+        "mxrc-monitor.service": (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nExecStart=\n"
+                                 f"ExecStart=/usr/bin/mxrc-monitor --listen {p.monitor_listen} "
+                                 f"--port {p.monitor_port}\n"),
+    }
+    return {unit: HEADER.format(unit=unit) + body for unit, body in dropins.items()}
+
+
+def make_plan(facts: Facts, config: Config = Config()) -> Plan:
+    placement, findings = place(facts, config)
+    findings += kernel_findings(facts, placement.rt_cpus) + machine_findings(facts)
+    return Plan(placement, render_dropins(placement), tuple(findings))

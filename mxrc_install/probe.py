@@ -1,0 +1,189 @@
+"""Read the machine into frozen facts, every read through one SysRoot.
+
+Each probe is a pure parse_*(text) and a short read_*(root). A file that is
+missing gives None (unknown), never a crash: a chroot has no /proc, an old
+kernel no /sys/kernel/realtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from mxrc_install.cmdline import KernelCmdline, parse_cmdline
+from mxrc_install.cpulist import CpuListError, parse_cpulist
+from mxrc_install.sysroot import SysRoot
+
+# Every path the probes read: `mxrc-systemd capture` copies exactly these.
+PROBED_PATHS = (
+    "/proc/cmdline", "/proc/meminfo", "/proc/cpuinfo", "/proc/sys/kernel/version",
+    "/proc/sys/kernel/osrelease", "/proc/self/limits", "/sys/kernel/realtime",
+    "/sys/devices/system/cpu/online", "/sys/devices/system/cpu/present",
+    "/sys/devices/system/cpu/isolated",
+    "/sys/devices/system/cpu/cpu*/topology/thread_siblings_list",
+    "/sys/devices/system/cpu/cpu*/topology/physical_package_id",
+    "/sys/devices/system/node/node*/cpulist",
+    "/sys/fs/cgroup/cgroup.controllers",
+    "/etc/os-release", "/usr/lib/os-release",
+    "/boot/config-*",
+    "/usr/lib/systemd/libsystemd-shared-*.so", "/usr/lib/*/systemd/libsystemd-shared-*.so",
+    "/lib/systemd/libsystemd-shared-*.so",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cpus:
+    online: frozenset[int]
+    present: frozenset[int]
+    isolated: frozenset[int]
+    siblings: dict  # cpu -> frozenset of its SMT siblings (itself included)
+    packages: dict  # cpu -> physical package (socket) id
+
+    @property
+    def offline(self) -> frozenset[int]:
+        return self.present - self.online
+
+    @property
+    def smt(self) -> bool:
+        return any(len(s) > 1 for s in self.siblings.values())
+
+    @property
+    def sockets(self) -> int:
+        return len(set(self.packages.values())) or 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    cpus: Cpus
+    numa_nodes: dict  # node -> frozenset of CPUs
+    cmdline: KernelCmdline
+    memory_bytes: int | None
+    kernel_release: str | None
+    preempt_rt: bool | None
+    rt_group_sched: bool | None
+    systemd_version: int | None
+    cgroup_v2: bool
+    cgroup_controllers: frozenset[str]
+    rlimit_rtprio: str | None
+    distro: str | None
+    cpu_model: str | None
+    cpu_dma_latency: bool
+
+    def cpu_node(self, cpu: int) -> int | None:
+        return next((n for n, cpus in self.numa_nodes.items() if cpu in cpus), None)
+
+
+def _cpulist(root: SysRoot, rel: str) -> frozenset[int] | None:
+    text = root.read_text(rel)
+    if text is None:
+        return None
+    try:
+        return parse_cpulist(text)
+    except CpuListError:
+        return None
+
+
+def _index(path: str, prefix: str) -> int:
+    return int(re.search(prefix + r"(\d+)", path).group(1))
+
+
+def read_cpus(root: SysRoot) -> Cpus:
+    base = "/sys/devices/system/cpu"
+    online = _cpulist(root, f"{base}/online")
+    present = _cpulist(root, f"{base}/present")
+    siblings, packages = {}, {}
+    for rel in root.glob(f"{base}/cpu[0-9]*/topology/thread_siblings_list"):
+        found = _cpulist(root, rel)
+        if found is not None:
+            siblings[_index(rel, "cpu")] = found
+    for rel in root.glob(f"{base}/cpu[0-9]*/topology/physical_package_id"):
+        text = (root.read_text(rel) or "").strip()
+        if text.lstrip("-").isdigit():
+            packages[_index(rel, "cpu")] = int(text)
+    if online is None:
+        # No sysfs (a chroot): fall back to what topology we saw, else one CPU.
+        online = frozenset(siblings) or frozenset({0})
+    return Cpus(online=online, present=present or online,
+                isolated=_cpulist(root, f"{base}/isolated") or frozenset(),
+                siblings=siblings, packages=packages)
+
+
+def read_numa(root: SysRoot, cpus: Cpus) -> dict:
+    nodes = {}
+    for rel in root.glob("/sys/devices/system/node/node[0-9]*/cpulist"):
+        found = _cpulist(root, rel)
+        if found is not None:
+            nodes[_index(rel, "node")] = found
+    return nodes or {0: cpus.online}
+
+
+def parse_meminfo(text: str) -> int | None:
+    match = re.search(r"^MemTotal:\s+(\d+) kB", text, re.M)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def parse_preempt_rt(version: str | None, realtime_flag: str | None) -> bool | None:
+    if realtime_flag is not None and realtime_flag.strip() == "1":
+        return True
+    if version is None:
+        return None
+    return "PREEMPT_RT" in version
+
+
+def parse_kconfig(text: str, option: str) -> bool | None:
+    if re.search(rf"^{option}=y$", text, re.M):
+        return True
+    if re.search(rf"^# {option} is not set$", text, re.M):
+        return False
+    return None
+
+
+def read_systemd_version(root: SysRoot) -> int | None:
+    # libsystemd-shared-NNN.so names the version without running anything.
+    for pattern in PROBED_PATHS[-3:]:
+        for rel in root.glob(pattern):
+            match = re.search(r"libsystemd-shared-(\d+)", rel)
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def parse_limits(text: str) -> str | None:
+    match = re.search(r"^Max realtime priority\s+(\S+)\s+(\S+)", text, re.M)
+    return match.group(1) if match else None
+
+
+def parse_os_release(text: str) -> str | None:
+    fields = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', text, re.M))
+    return fields.get("PRETTY_NAME") or fields.get("NAME")
+
+
+def parse_cpu_model(text: str) -> str | None:
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return match.group(1).strip() if match else None
+
+
+def read_facts(root: SysRoot) -> Facts:
+    cpus = read_cpus(root)
+    last_cpu = max(cpus.present) if cpus.present else None
+    release = (root.read_text("/proc/sys/kernel/osrelease") or "").strip() or None
+    kconfig = root.read_text(f"/boot/config-{release}") if release else None
+    controllers = root.read_text("/sys/fs/cgroup/cgroup.controllers")
+    os_release = root.read_text("/etc/os-release") or root.read_text("/usr/lib/os-release")
+    return Facts(
+        cpus=cpus,
+        numa_nodes=read_numa(root, cpus),
+        cmdline=parse_cmdline(root.read_text("/proc/cmdline") or "", last_cpu),
+        memory_bytes=parse_meminfo(root.read_text("/proc/meminfo") or ""),
+        kernel_release=release,
+        preempt_rt=parse_preempt_rt(root.read_text("/proc/sys/kernel/version"),
+                                    root.read_text("/sys/kernel/realtime")),
+        rt_group_sched=parse_kconfig(kconfig, "CONFIG_RT_GROUP_SCHED") if kconfig else None,
+        systemd_version=read_systemd_version(root),
+        cgroup_v2=controllers is not None,
+        cgroup_controllers=frozenset((controllers or "").split()),
+        rlimit_rtprio=parse_limits(root.read_text("/proc/self/limits") or ""),
+        distro=parse_os_release(os_release) if os_release else None,
+        cpu_model=parse_cpu_model(root.read_text("/proc/cpuinfo") or ""),
+        cpu_dma_latency=root.exists("/dev/cpu_dma_latency"),
+    )
