@@ -7,43 +7,58 @@ import logging
 import sys
 from pathlib import Path
 
-from mxrc_install import __version__, failover, plan, probe, report, steps
+from mxrc_install import __version__, commands, failover, probe, report, steps
+from mxrc_install.config import ConfigError
 from mxrc_install.sysroot import SysRoot
 
-EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = commands.EXIT_OK, commands.EXIT_ERROR, commands.EXIT_WARNINGS
 
 
-def cmd_configure(args: argparse.Namespace) -> int:
-    env = {"MXRC_DPKG_ACTION": args.action or "", "MXRC_DPKG_OLD_VERSION": args.old_version or ""}
-    return steps.run_steps(SysRoot(args.root), env)
-
-
-def cmd_failover(args: argparse.Namespace) -> int:
-    return failover.handle(args.unit)
-
-
-def exit_code_for(result: plan.Plan) -> int:
-    return {plan.ERROR: EXIT_ERROR, plan.WARNING: EXIT_WARNINGS}.get(result.worst, EXIT_OK)
-
-
-def cmd_probe(args: argparse.Namespace) -> int:
-    facts = probe.read_facts(SysRoot(args.root))
+def cmd_probe(args) -> int:
+    facts = probe.read_facts(args.sysroot)
     print(report.facts_json(facts) if args.json else report.facts_text(facts), end="")
     return EXIT_OK
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    root = SysRoot(args.root)
-    result = plan.make_plan(probe.read_facts(root))
+def cmd_plan(args) -> int:
+    root = args.sysroot
+    _, result = commands.current_plan(root)
     current = {u: root.read_text(report.dropin_path(u)) for u in result.dropins}
     print(report.plan_json(result, current) if args.json else report.plan_text(result, current), end="")
-    return exit_code_for(result)
+    return commands.exit_code_for(result)
 
 
-def cmd_steps(args: argparse.Namespace) -> int:
-    for step in steps.collect_steps(SysRoot(args.root)):
+def cmd_configure(args) -> int:
+    env = {"MXRC_DPKG_ACTION": args.action or "", "MXRC_DPKG_OLD_VERSION": args.old_version or ""}
+    return steps.run_steps(args.sysroot, env)
+
+
+def cmd_steps(args) -> int:
+    for step in steps.collect_steps(args.sysroot):
         print(f"{step.name:30} {'enabled' if step.enabled else 'masked':8} {step.path}")
     return EXIT_OK
+
+
+COMMANDS = {
+    "probe": ("show what this machine offers for real-time operation", cmd_probe),
+    "plan": ("show the drop-ins and findings apply would produce; writes nothing", cmd_plan),
+    "apply": ("adapt the MXRC units to this machine (idempotent)",
+              lambda a: commands.run_apply(a.sysroot)),
+    "verify": ("check that the files and the live units match the plan",
+               lambda a: commands.verify(a.sysroot)),
+    "uninstall": ("remove the drop-ins mxrc-systemd wrote (admin files are kept)",
+                  lambda a: commands.uninstall(a.sysroot, a.purge)),
+    "boot-check": ("at boot: apply on first boot or changed hardware (mxrc-systemd-hardware.service)",
+                   lambda a: commands.boot_check(a.sysroot)),
+    "capture": ("copy the files the probes read into DEST, to make a test fixture of this machine",
+                lambda a: commands.capture(a.sysroot, a.dest)),
+    "config": ("show the settings, or change them with KEY=VALUE",
+               lambda a: commands.config_show_or_set(a.sysroot, a.assignments)),
+    "configure": ("run the configure steps (called by the postinst)", cmd_configure),
+    "steps": ("list the configure steps and whether each is enabled", cmd_steps),
+    "failover": ("record a unit's failure (run by mxrc-failover@.service)",
+                 lambda a: failover.handle(a.unit)),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,26 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="operate on the system installed under DIR (default: /)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("probe", help="show what this machine offers for real-time operation")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_probe)
-
-    p = sub.add_parser("plan", help="show the drop-ins and findings apply would produce; writes nothing")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_plan)
-
-    p = sub.add_parser("configure", help="run the configure steps (called by the postinst)")
-    p.add_argument("action", nargs="?", help="the postinst's action, e.g. configure")
-    p.add_argument("old_version", nargs="?", help="the version being upgraded from")
-    p.set_defaults(func=cmd_configure)
-
-    p = sub.add_parser("steps", help="list the configure steps and whether each is enabled")
-    p.set_defaults(func=cmd_steps)
-
-    p = sub.add_parser("failover", help="record a unit's failure (run by mxrc-failover@.service)")
-    p.add_argument("unit", help="the failed unit, e.g. mxrc-rt.service")
-    p.set_defaults(func=cmd_failover)
+    subs = {name: sub.add_parser(name, help=text, description=text) for name, (text, _) in COMMANDS.items()}
+    for name in ("probe", "plan"):
+        subs[name].add_argument("--json", action="store_true", help="machine-readable output")
+    subs["uninstall"].add_argument("--purge", action="store_true",
+                                   help="also remove the settings and the recorded state")
+    subs["capture"].add_argument("dest", type=Path, help="directory to create the fixture in")
+    subs["config"].add_argument("assignments", nargs="*", metavar="KEY=VALUE",
+                                help="e.g. rt.cpus=2-3 rt.watchdog_sec=30 monitor.port=9558")
+    subs["configure"].add_argument("action", nargs="?", help="the postinst's action, e.g. configure")
+    subs["configure"].add_argument("old_version", nargs="?", help="the version being upgraded from")
+    subs["failover"].add_argument("unit", help="the failed unit, e.g. mxrc-rt.service")
+    for name, (_, func) in COMMANDS.items():
+        subs[name].set_defaults(func=func)
     return parser
 
 
@@ -88,4 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mxrc-systemd: --root {args.root}: not a directory; give the root of an installed "
               "system, e.g. --root /mnt/image", file=sys.stderr)
         return EXIT_ERROR
-    return args.func(args)
+    args.sysroot = SysRoot(args.root.resolve())
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"mxrc-systemd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except PermissionError as exc:
+        print(f"mxrc-systemd: {exc.filename}: permission denied; run as root", file=sys.stderr)
+        return EXIT_ERROR
+
+
+

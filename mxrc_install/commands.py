@@ -1,0 +1,177 @@
+"""What each mxrc-systemd command does, on top of probe -> plan -> apply."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+
+from mxrc_install import apply, config, plan, probe, report
+from mxrc_install.cpulist import format_cpulist
+from mxrc_install.sysroot import SysRoot
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = 0, 1, 2
+
+
+def load_config(root: SysRoot) -> config.Config:
+    text = root.read_text(config.CONFIG_PATH)
+    return config.parse_config(text, config.CONFIG_PATH) if text is not None else config.Config()
+
+
+def can_probe(root: SysRoot) -> bool:
+    """A booted system, or a captured machine. Not a chroot: its /proc is the build host's."""
+    if root.is_live:
+        return root.systemd_running()
+    return root.exists("/proc/cmdline")
+
+
+def current_plan(root: SysRoot) -> tuple[probe.Facts, plan.Plan]:
+    facts = probe.read_facts(root)
+    return facts, plan.make_plan(facts, load_config(root))
+
+
+def exit_code_for(result: plan.Plan, kept: bool = False) -> int:
+    code = {plan.ERROR: EXIT_ERROR, plan.WARNING: EXIT_WARNINGS}.get(result.worst, EXIT_OK)
+    return EXIT_WARNINGS if kept and code == EXIT_OK else code
+
+
+def print_findings(result: plan.Plan, out=sys.stdout) -> None:
+    for f in result.findings:
+        print(f"{f.severity.upper():7} [{f.id}] {f.reason}\n        fix: {f.fix}", file=out)
+
+
+def run_apply(root: SysRoot) -> int:
+    cfg = load_config(root)  # a bad config stops here, before anything is written
+    if not can_probe(root):
+        apply.write_atomic(root.path(apply.FIRST_BOOT), "")
+        print("mxrc-systemd: no running system to probe (image build or chroot): the hardware is "
+              "probed and the units adapted at first boot by mxrc-systemd-hardware.service")
+        return EXIT_OK
+    facts = probe.read_facts(root)
+    result = plan.make_plan(facts, cfg)
+    actions = apply.actions_for(root, result)
+    changed = apply.execute(root, actions)
+    apply.record_hardware(root, plan.hardware_fingerprint(facts))
+    root.path(apply.FIRST_BOOT).unlink(missing_ok=True)
+    p = result.placement
+    print(f"mxrc-systemd: RT CPUs {format_cpulist(p.rt_cpus)}, non-RT CPUs "
+          f"{format_cpulist(p.nonrt_cpus)}, NUMA {format_cpulist(p.numa_nodes)}: "
+          f"{sum(isinstance(a, (apply.Write, apply.Remove)) for a in actions)} file(s) changed")
+    kept = [a for a in actions if isinstance(a, apply.Keep)]
+    for a in kept:
+        print(f"WARNING [dropin-admin-owned] {a.path}: {a.reason}; left as it is\n"
+              f"        fix: remove it to let mxrc-systemd manage it, or keep your settings in a "
+              f"later drop-in (e.g. 60-local.conf)")
+    print_findings(result)
+    if changed:
+        apply.daemon_reload(root)
+    return exit_code_for(result, bool(kept))
+
+
+def boot_check(root: SysRoot) -> int:
+    """At every boot, before mxrc.target: adapt to the machine an image landed on."""
+    if root.exists(apply.FIRST_BOOT):
+        print("mxrc-systemd: first boot after an image build: probing and applying")
+        return run_apply(root)
+    old = apply.recorded_hardware(root)
+    facts = probe.read_facts(root)
+    new = plan.hardware_fingerprint(facts)
+    if old is None:
+        return run_apply(root)
+    changes = plan.fingerprint_changes(old, new)
+    if not changes:
+        print("mxrc-systemd: hardware unchanged since the last apply")
+        return EXIT_OK
+    print("mxrc-systemd: the hardware changed since the last apply: " + "; ".join(changes))
+    if load_config(root).reapply_on_hardware_change:
+        return run_apply(root)
+    print("WARNING [hardware-changed] the units still carry the old placement\n"
+          "        fix: run mxrc-systemd apply (or set boot.reapply_on_hardware_change = yes)")
+    return EXIT_WARNINGS
+
+
+# (unit, systemctl property, how the plan's value reads there)
+LIVE_CHECKS = (
+    ("mxrc-rt.service", "CPUAffinity", lambda p: format_cpulist(p.rt_cpus).replace(",", " ")),
+    ("mxrc-rt.service", "CPUSchedulingPriority", lambda p: str(p.rt_priority)),
+    ("mxrc-rt.service", "NUMAMask", lambda p: format_cpulist(p.numa_nodes)),
+    ("mxrc-rt.service", "WatchdogUSec", lambda p: f"{p.watchdog_sec}s" if p.watchdog_sec < 60
+     else f"{p.watchdog_sec // 60}min" + (f" {p.watchdog_sec % 60}s" if p.watchdog_sec % 60 else "")),
+    ("mxrc-nonrt.service", "CPUAffinity", lambda p: format_cpulist(p.nonrt_cpus).replace(",", " ")),
+)
+
+
+def verify(root: SysRoot) -> int:
+    _, result = current_plan(root)
+    problems = 0
+    for unit, text in result.dropins.items():
+        path = report.dropin_path(unit)
+        ok = root.read_text(path) == text
+        problems += not ok
+        print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
+    if root.systemd_running():
+        for unit, prop, expected in LIVE_CHECKS:
+            value = subprocess.run(["systemctl", "show", "-p", prop, "--value", unit],
+                                   capture_output=True, text=True).stdout.strip()
+            want = expected(result.placement)
+            ok = value == want
+            problems += not ok
+            print(f"{'PASS' if ok else 'FAIL'} {unit} {prop}={value}" + ("" if ok else f" (plan: {want})"))
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+def uninstall(root: SysRoot, purge: bool) -> int:
+    actions = apply.removal_actions(root)
+    changed = apply.execute(root, actions)
+    for a in actions:
+        if isinstance(a, apply.Keep):
+            print(f"kept {a.path}: {a.reason}")
+    if purge:
+        for rel in (apply.STATE_DIR,):
+            shutil.rmtree(root.path(rel), ignore_errors=True)
+        root.path(config.CONFIG_PATH).unlink(missing_ok=True)
+    if changed:
+        apply.daemon_reload(root)
+    return EXIT_OK
+
+
+def capture(root: SysRoot, dest) -> int:
+    """Copy exactly what the probes read into DEST: a new robot becomes a test fixture."""
+    count = 0
+    for pattern in probe.PROBED_PATHS:
+        for rel in root.glob(pattern):
+            text = root.read_text(rel)
+            if text is None:
+                continue
+            target = dest / rel.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            count += 1
+    if root.exists("/dev/cpu_dma_latency"):
+        (dest / "dev").mkdir(exist_ok=True)
+        (dest / "dev/cpu_dma_latency").write_text("")
+        count += 1
+    print(f"captured {count} files into {dest}; try: mxrc-systemd --root {dest} plan")
+    return EXIT_OK
+
+
+def config_show_or_set(root: SysRoot, assignments: list[str]) -> int:
+    if not assignments:
+        cfg = load_config(root)
+        for key, (field, _) in config.KEYS.items():
+            value = getattr(cfg, field)
+            if isinstance(value, frozenset):
+                value = format_cpulist(value)
+            print(f"{key} = {'auto' if value is None else value}")
+        return EXIT_OK
+    values = dict(config.parse_assignment(a) for a in assignments)
+    text = root.read_text(config.CONFIG_PATH)
+    new = config.set_values(text if text is not None else config.DEFAULT_FILE, values)
+    config.parse_config(new)  # the whole file must stay valid
+    if new != text:
+        apply.write_atomic(root.path(config.CONFIG_PATH), new)
+    return EXIT_OK
+
