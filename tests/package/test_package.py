@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc-failover@check.service"]
+SERVICES = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc-failover@check.service",
+            "mxrc-systemd-hardware.service"]
 UNITS = SERVICES + ["mxrc.target"]
 MAX_EXPOSURE = 2.0  # the spec's "security score >= 8.0 of 10"
 

@@ -4,7 +4,7 @@ import configparser
 
 import pytest
 
-UNITS = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc.target",
+UNITS = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc.target", "mxrc-systemd-hardware.service",
          "mxrc-failover@.service"]
 SERVICES = [u for u in UNITS if u.endswith(".service")]
 

@@ -17,7 +17,8 @@ def rt_pid() -> str:
 
 INSTALL = [
     ("files-before", f"{FILE_LIST} > /root/files-before"),
-    ("install", "apt-get install -y --no-install-recommends /mnt/host/files/*.deb"),
+    ("install", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                "/mnt/host/files/*.deb"),
     # MXRC's own programs are not installed here: the units' documented paths
     # get a test stand-in (tests/vm/fixtures/fake-mxrc-process).
     ("stand-ins", "for p in mxrc-rt mxrc-nonrt; do "
@@ -42,11 +43,14 @@ INSTALL = [
                  "mxrc-failover@check.service | tail -1 || rc=1; exit $rc"),
     ("metrics", "python3 -c \"import urllib.request as u; "
                 "print(u.urlopen('http://127.0.0.1:9558/metrics', timeout=5).read().decode())\""),
+    ("plan", "mxrc-systemd plan --json"),
+    ("verify", "mxrc-systemd verify"),
     ("stop-nonrt", f"systemctl stop mxrc-nonrt.service; sleep 1; systemctl is-active {SERVICES}; true"),
 ]
 
 PURGE = [
-    ("purge", "apt-get purge -y mxrc-systemd mxrc-monitor"),
+    ("purge", "DEBIAN_FRONTEND=noninteractive apt-get purge -y mxrc-systemd mxrc-monitor"),
+    ("debconf-after-purge", "debconf-show mxrc-systemd"),
     ("files-after", f"{FILE_LIST} > /root/files-after; comm -13 /root/files-before /root/files-after"),
 ]
 

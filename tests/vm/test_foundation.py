@@ -5,6 +5,7 @@ of one disk (the second shows the boot-time ordering). bookworm (systemd 252):
 the install path.
 """
 
+import json
 import re
 
 import pytest
@@ -132,3 +133,18 @@ def test_purge_leaves_nothing_behind(purge_run):
                  # The MXRC programs are not ours: the test put them there.
                  if p and not p.startswith("/usr/libexec/mxrc")]
     assert leftovers == [], leftovers
+
+
+def test_install_adapts_units_and_prints_findings(install_run):
+    out = install_run["install"].output
+    # A noninteractive install succeeds and says what the machine lacks, with the fix.
+    assert "[kernel-not-rt]" in out and "fix: apt install linux-image-rt-amd64" in out, out
+    plan = json.loads(install_run["plan"].output)
+    assert plan["placement"]["rt_cpus"] == [2, 3] and plan["placement"]["nonrt_cpus"] == [0, 1]
+    assert not any(d["changed"] for d in plan["dropins"].values())  # apply already did it
+    assert install_run["verify"].ok, install_run["verify"].output
+    assert "FAIL" not in install_run["verify"].output
+
+
+def test_purge_forgets_debconf_answers(purge_run):
+    assert purge_run["debconf-after-purge"].output.strip() == ""
