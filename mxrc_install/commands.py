@@ -66,8 +66,10 @@ def run_apply(root: SysRoot) -> int:
               f"        fix: remove it to let mxrc-systemd manage it, or keep your settings in a "
               f"later drop-in (e.g. 60-local.conf)")
     print_findings(result)
-    if changed:
+    if changed and root.systemd_running():
         apply.daemon_reload(root)
+        print("mxrc-systemd: running MXRC services keep their current placement until restarted: "
+              "systemctl restart mxrc.target (not done automatically: it interrupts the robot)")
     return exit_code_for(result, bool(kept))
 
 
@@ -119,7 +121,8 @@ def verify(root: SysRoot) -> int:
             want = expected(result.placement)
             ok = value == want
             problems += not ok
-            print(f"{'PASS' if ok else 'FAIL'} {unit} {prop}={value}" + ("" if ok else f" (plan: {want})"))
+            print(f"{'PASS' if ok else 'FAIL'} {unit} {prop}={value}" + (
+                "" if ok else f" (plan: {want}; if the drop-ins pass, systemctl restart mxrc.target)"))
     return EXIT_ERROR if problems else EXIT_OK
 
 

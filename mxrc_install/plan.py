@@ -12,6 +12,7 @@ import dataclasses
 from mxrc_install.config import Config
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.probe import Facts
+from mxrc_install.unitgraph import describe, ordering_cycle, requirement_cycle
 
 SPEC_RT_CPUS = frozenset({2, 3})
 MIN_SYSTEMD = 249
@@ -90,14 +91,14 @@ def choose_rt_cpus(facts: Facts, config: Config) -> tuple[frozenset[int], list[F
         return last, [Finding("rt-cpus-fallback", WARNING,
                               f"the machine has no CPUs 2-3 besides others to run non-RT work "
                               f"(online: {format_cpulist(online)}); RT runs on CPU {max(online)}",
-                              "use a machine with 4 or more CPUs, or set rt_cpus in /etc/mxrc/mxrc-systemd.conf")]
+                              "use a machine with 4 or more CPUs, or set rt.cpus in /etc/mxrc/mxrc-systemd.conf")]
     return online, [Finding("rt-cpus-shared", WARNING,
                             "a single CPU: RT and non-RT work share it, so RT latency cannot be bounded",
                             "use a machine with 4 or more CPUs")]
 
 
 def sibling_findings(facts: Facts, rt: frozenset[int], nonrt: frozenset[int]) -> list[Finding]:
-    shared = sorted(c for c in nonrt if facts.cpus.siblings.get(c, frozenset({c})) & rt)
+    shared = sorted(c for c in nonrt - rt if facts.cpus.siblings.get(c, frozenset({c})) & rt)
     if not shared:
         return []
     return [Finding("smt-sibling", WARNING,
@@ -110,7 +111,9 @@ def kernel_findings(facts: Facts, rt: frozenset[int]) -> list[Finding]:
     out = []
     cmdline_isolated = facts.cmdline.isolcpus
     rt_list = format_cpulist(rt)
-    if not cmdline_isolated:
+    if len(facts.cpus.online) == 1:
+        pass  # nothing to isolate from: rt-cpus-shared says so
+    elif not cmdline_isolated:
         out.append(Finding("isolcpus-missing", WARNING,
                            f"the kernel command line has no isolcpus=: other tasks may run on the "
                            f"RT CPUs {rt_list}",
@@ -159,6 +162,23 @@ def machine_findings(facts: Facts) -> list[Finding]:
     return out
 
 
+def dependency_findings(facts: Facts) -> list[Finding]:
+    out = []
+    for finder, fid, severity, effect in (
+            (ordering_cycle, "ordering-cycle", ERROR,
+             "systemd breaks the loop by dropping a start job at boot, so a service may not start"),
+            (requirement_cycle, "requirement-cycle", WARNING,
+             "starting or stopping one unit drags the others in a loop (the spec's Requires + Wants case)")):
+        cycle = finder(facts.unit_edges)
+        if cycle:
+            # Blame an admin's line first: the shipped units have no loop.
+            culprit = next((e for e in cycle if e.where.startswith("/etc/")), cycle[-1])
+            out.append(Finding(fid, severity, f"dependency loop between MXRC units: {describe(cycle)}; {effect}",
+                               f"remove {culprit.key}={culprit.target} at {culprit.where}, then "
+                               "systemctl daemon-reload; check with systemctl list-dependencies --all mxrc.target"))
+    return out
+
+
 def place(facts: Facts, config: Config) -> tuple[Placement, list[Finding]]:
     rt, findings = choose_rt_cpus(facts, config)
     nonrt = (facts.cpus.online - rt) or rt
@@ -187,6 +207,8 @@ def place(facts: Facts, config: Config) -> tuple[Placement, list[Finding]]:
                      config.monitor_listen, config.monitor_port, config.boot_optimize), findings
 
 
+# List settings (CPUAffinity=, NUMAMask=) add to the unit's value: an empty
+# assignment first replaces it.
 HEADER = ("# Written by mxrc-systemd apply from this machine's hardware; do not edit.\n"
           "# Override with a later drop-in (systemctl edit {unit}) or in /etc/mxrc/mxrc-systemd.conf.\n")
 
@@ -198,7 +220,7 @@ def render_dropins(p: Placement) -> dict:
     unit_section = "" if p.boot_optimize else "[Unit]\nDefaultDependencies=yes\n\n"
     dropins = {
         "mxrc-rt.service": (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={rt}\n"
-                            f"NUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}\n"
+                            f"NUMAMask=\nNUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}\n"
                             f"CPUSchedulingPriority={p.rt_priority}\nLimitRTPRIO={p.rt_priority}\n"
                             f"CPUQuota={p.cpu_quota_percent}%\nMemoryMax={p.memory_max}\n"
                             f"WatchdogSec={p.watchdog_sec}s\n"),
@@ -214,6 +236,7 @@ def render_dropins(p: Placement) -> dict:
 def make_plan(facts: Facts, config: Config = Config()) -> Plan:
     placement, findings = place(facts, config)
     findings += kernel_findings(facts, placement.rt_cpus) + machine_findings(facts)
+    findings += dependency_findings(facts)
     return Plan(placement, render_dropins(placement), tuple(findings))
 
 

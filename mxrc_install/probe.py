@@ -13,6 +13,7 @@ import re
 from mxrc_install.cmdline import KernelCmdline, parse_cmdline
 from mxrc_install.cpulist import CpuListError, parse_cpulist
 from mxrc_install.sysroot import SysRoot
+from mxrc_install.unitgraph import Edge, read_edges
 
 # Every path the probes read: `mxrc-systemd capture` copies exactly these.
 PROBED_PATHS = (
@@ -68,6 +69,7 @@ class Facts:
     distro: str | None
     cpu_model: str | None
     cpu_dma_latency: bool
+    unit_edges: tuple[Edge, ...] = ()
 
     def cpu_node(self, cpu: int) -> int | None:
         return next((n for n, cpus in self.numa_nodes.items() if cpu in cpus), None)
@@ -186,4 +188,5 @@ def read_facts(root: SysRoot) -> Facts:
         distro=parse_os_release(os_release) if os_release else None,
         cpu_model=parse_cpu_model(root.read_text("/proc/cpuinfo") or ""),
         cpu_dma_latency=root.exists("/dev/cpu_dma_latency"),
+        unit_edges=read_edges(root),
     )

@@ -1,0 +1,150 @@
+"""The hardware-probing installer on real machines: placement per hardware, image builds, reconfigure.
+
+Each VM ends by reading the live unit properties from systemd, the running
+RT process's scheduling, and the installer's own report.
+"""
+
+import json
+
+import pytest
+import testbed
+from conftest import FIXTURES
+from scenarios import parse_show
+
+LIVE = ("systemctl show mxrc-rt.service mxrc-nonrt.service -p Id -p CPUAffinity -p NUMAMask "
+        "-p CPUSchedulingPriority -p WatchdogUSec -p MemoryMax")
+RT_SCHED = "chrt -p $(systemctl show -p MainPID --value mxrc-rt.service)"
+STAND_INS = ("for p in mxrc-rt mxrc-nonrt; do "
+             "install -D -m 755 /mnt/host/files/fake-mxrc-process /usr/libexec/mxrc/$p; done")
+INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+           "/mnt/host/files/*.deb")
+# Answers for the medium-priority questions, in the order the config script asks.
+RECONFIGURE_ANSWERS = ["auto", "60", "25", "512M", "auto", "127.0.0.1", "9559"]
+
+
+def live(result, step="live"):
+    return {u["Id"]: u for u in parse_show(result[step].output)}
+
+
+@pytest.fixture(scope="module")
+def two_cpus(trixie_image, guest_files):
+    """A 2-vCPU machine: too small for the spec; install, then dpkg-reconfigure with new answers."""
+    answers = "\\n".join(RECONFIGURE_ANSWERS)
+    with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), guest_files) as vm:
+        return vm.boot([
+            ("stand-ins", STAND_INS),
+            ("install", INSTALL),
+            ("start", "systemctl start mxrc.target"),
+            ("live", LIVE),
+            ("plan", "mxrc-systemd plan; echo rc=$?"),
+            # A terminal program answered at its prompts, as an operator would.
+            ("reconfigure", f"printf '{answers}\\n' | script -qec "
+                            "'dpkg-reconfigure -freadline -pmedium mxrc-systemd' /dev/null"),
+            ("config", "cat /etc/mxrc/mxrc-systemd.conf"),
+            # Settings that act at exec time (priority, watchdog) need a restart,
+            # which reconfigure leaves to the operator: it interrupts the robot.
+            ("restart", "systemctl restart mxrc.target"),
+            ("live-after", LIVE),
+            ("rt-sched-after", RT_SCHED),
+            ("monitor-after", "systemctl show -p ExecStart mxrc-monitor.service"),
+        ])
+
+
+def test_two_cpus_rt_on_the_last_cpu(two_cpus):
+    assert two_cpus["install"].ok, two_cpus["install"].output
+    units = live(two_cpus)
+    assert units["mxrc-rt.service"]["CPUAffinity"] == "1"
+    assert units["mxrc-nonrt.service"]["CPUAffinity"] == "0"
+
+
+def test_two_cpus_findings_name_the_fix(two_cpus):
+    out = two_cpus["plan"].output
+    for finding in ("[rt-cpus-fallback]", "[few-cpus]", "[isolcpus-missing]", "[low-memory]"):
+        assert finding in out, out
+    assert 'GRUB_CMDLINE_LINUX="isolcpus=managed_irq,domain,1' in out
+    assert out.rstrip().endswith("rc=2")  # warnings
+
+
+def test_dpkg_reconfigure_changes_the_live_units(two_cpus):
+    assert two_cpus["reconfigure"].ok, two_cpus["reconfigure"].output
+    config = two_cpus["config"].output
+    assert "priority = 60" in config and "watchdog_sec = 25" in config and "port = 9559" in config
+    units = live(two_cpus, "live-after")
+    assert units["mxrc-rt.service"]["CPUSchedulingPriority"] == "60"
+    assert units["mxrc-rt.service"]["WatchdogUSec"] == "25s"
+    assert units["mxrc-rt.service"]["MemoryMax"] == str(512 * 1024**2)
+    assert "current scheduling priority: 60" in two_cpus["rt-sched-after"].output
+    assert "restart mxrc.target" in two_cpus["reconfigure"].output
+    assert "--listen 127.0.0.1 --port 9559" in two_cpus["monitor-after"].output
+
+
+IMAGE_BUILD = """
+cat > /tmp/preseed <<'PRESEED'
+mxrc-systemd mxrc-systemd/rt_priority string 70
+mxrc-systemd mxrc-systemd/watchdog_sec string 20
+PRESEED
+debconf-set-selections /tmp/preseed
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
+    /tmp/image-files/mxrc-systemd_*.deb /tmp/image-files/mxrc-monitor_*.deb
+for p in mxrc-rt mxrc-nonrt; do install -D -m 755 /tmp/image-files/fake-mxrc-process /usr/libexec/mxrc/$p; done
+"""
+
+
+@pytest.fixture(scope="module")
+def image_build(debs, guest_files):
+    """A preseeded noninteractive install into a chroot-built image, then boots on two machines."""
+    spec = testbed.ImageSpec(suite="trixie", files=(*debs.values(), FIXTURES / "fake-mxrc-process"),
+                             build_script=IMAGE_BUILD)
+    image = testbed.build_image(spec)
+    numa_rt = testbed.Machine(cpus=8, memory_mib=2048, numa_nodes=2, kernel="rt", append="isolcpus=6-7")
+    small = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
+    boot_steps = [
+        ("active", "systemctl is-active mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service"),
+        ("hardware-journal", "journalctl -b -o cat --no-pager -u mxrc-systemd-hardware.service"),
+        ("live", LIVE),
+        ("rt-sched", RT_SCHED),
+        ("numa", "numactl --hardware | head -1"),
+        ("probe", "mxrc-systemd probe --json"),
+        ("order", "systemctl show -p ActiveEnterTimestampMonotonic mxrc-systemd-hardware.service; "
+                  "systemctl show -p InactiveExitTimestampMonotonic mxrc-nonrt.service"),
+    ]
+    with testbed.VM(image, numa_rt) as vm:
+        first = vm.boot(boot_steps)
+        moved = vm.boot(boot_steps, machine=small)
+    return first, moved
+
+
+def test_image_build_did_not_probe_the_build_host(image_build):
+    first, _ = image_build
+    assert "first boot after an image build" in first["hardware-journal"].output
+
+
+def test_first_boot_on_two_numa_nodes_with_rt_kernel(image_build):
+    first, _ = image_build
+    assert first["active"].output.split() == ["active"] * 3, first["hardware-journal"].output
+    assert "available: 2 nodes" in first["numa"].output
+    facts = json.loads(first["probe"].output)
+    assert facts["preempt_rt"] is True and facts["cmdline"]["isolcpus"] == [6, 7]
+    units = live(first)
+    rt = units["mxrc-rt.service"]
+    assert (rt["CPUAffinity"], rt["NUMAMask"]) == ("6-7", "1")
+    assert units["mxrc-nonrt.service"]["CPUAffinity"] == "0-5"
+    # The preseeded answers, in the live unit and in the running process.
+    assert rt["CPUSchedulingPriority"] == "70" and rt["WatchdogUSec"] == "20s"
+    assert "current scheduling priority: 70" in first["rt-sched"].output
+
+
+def test_hardware_check_runs_before_the_services(image_build):
+    first, _ = image_build
+    values = [int(line.split("=")[1]) for line in first["order"].output.split()]
+    assert values[0] <= values[1], first["order"].output
+
+
+def test_moved_to_other_hardware_is_detected_and_reapplied(image_build):
+    _, moved = image_build
+    journal = moved["hardware-journal"].output
+    assert "the hardware changed since the last apply" in journal and "isolcpus: '6-7' -> '2-3'" in journal
+    units = live(moved)
+    assert (units["mxrc-rt.service"]["CPUAffinity"], units["mxrc-rt.service"]["NUMAMask"]) == ("2-3", "0")
+    assert units["mxrc-nonrt.service"]["CPUAffinity"] == "0-1"
+    assert moved["active"].output.split() == ["active"] * 3
