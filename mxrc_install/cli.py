@@ -61,8 +61,16 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (error): 2 means "done with warnings" for this command."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mxrc-systemd",
         description="Adapt the MXRC systemd units to this machine and manage them.",
         epilog="Exit status: 0 ok, 1 error or blocker, 2 done with warnings. See mxrc-systemd(8).",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from mxrc_install import adapters
 from mxrc_install.cmdline import KernelCmdline, parse_cmdline
 from mxrc_install.cpulist import CpuListError, parse_cpulist
 from mxrc_install.sysroot import SysRoot
@@ -155,11 +156,6 @@ def parse_limits(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def parse_os_release(text: str) -> str | None:
-    fields = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', text, re.M))
-    return fields.get("PRETTY_NAME") or fields.get("NAME")
-
-
 def parse_cpu_model(text: str) -> str | None:
     match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     return match.group(1).strip() if match else None
@@ -171,7 +167,6 @@ def read_facts(root: SysRoot) -> Facts:
     release = (root.read_text("/proc/sys/kernel/osrelease") or "").strip() or None
     kconfig = root.read_text(f"/boot/config-{release}") if release else None
     controllers = root.read_text("/sys/fs/cgroup/cgroup.controllers")
-    os_release = root.read_text("/etc/os-release") or root.read_text("/usr/lib/os-release")
     return Facts(
         cpus=cpus,
         numa_nodes=read_numa(root, cpus),
@@ -185,7 +180,7 @@ def read_facts(root: SysRoot) -> Facts:
         cgroup_v2=controllers is not None,
         cgroup_controllers=frozenset((controllers or "").split()),
         rlimit_rtprio=parse_limits(root.read_text("/proc/self/limits") or ""),
-        distro=parse_os_release(os_release) if os_release else None,
+        distro=adapters.distribution(root),
         cpu_model=parse_cpu_model(root.read_text("/proc/cpuinfo") or ""),
         cpu_dma_latency=root.exists("/dev/cpu_dma_latency"),
         unit_edges=read_edges(root),

@@ -46,3 +46,15 @@ def test_probe_and_plan_on_a_fake_machine(tmp_path, capsys):
     assert cli.main(["--root", str(tmp_path), "plan", "--json"]) == cli.EXIT_WARNINGS
     data = json.loads(capsys.readouterr().out)
     assert data["placement"]["rt_cpus"] == [6, 7] and data["placement"]["numa_nodes"] == [1]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["nonsense"], "invalid choice: 'nonsense'"),
+    (["probe", "--jsn"], "unrecognized arguments: --jsn"),
+    (["failover"], "the following arguments are required: unit"),
+])
+def test_usage_errors_exit_1_not_the_warning_code(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == cli.EXIT_ERROR
+    assert message in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """VM fixtures: images are built once per session (and cached across runs in /var/tmp)."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,3 +46,24 @@ def guest_files(debs):
     files = {path.name: path for path in debs.values()}
     files["fake-mxrc-process"] = FIXTURES / "fake-mxrc-process"
     return files
+
+
+@pytest.fixture(scope="session")
+def upgrade_debs(debs, tmp_path_factory):
+    """The same packages with a higher version, to test what an upgrade does (name -> path)."""
+    out = tmp_path_factory.mktemp("upgrade")
+    found = {}
+    for name, deb in debs.items():
+        tree = out / name
+        subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+        control = tree / "DEBIAN" / "control"
+        text = control.read_text()
+        version = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Version: "))
+        text = text.replace(f"Version: {version}", f"Version: {version}+upgrade1")
+        text = text.replace(f"(= {version})", f"(= {version}+upgrade1)")
+        control.write_text(text)
+        target = out / f"{name}_{version}+upgrade1_all.deb"
+        subprocess.run(["dpkg-deb", "-b", "--root-owner-group", str(tree), str(target)], check=True,
+                       stdout=subprocess.DEVNULL)
+        found[f"upgrade/{target.name}"] = target
+    return found

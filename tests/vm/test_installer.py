@@ -26,11 +26,16 @@ def live(result, step="live"):
     return {u["Id"]: u for u in parse_show(result[step].output)}
 
 
+INVOCATIONS = "systemctl show -p InvocationID --value mxrc-nonrt.service mxrc-rt.service"
+ADMIN_DROPIN = "/etc/systemd/system/mxrc-rt.service.d/60-local.conf"
+
+
 @pytest.fixture(scope="module")
-def two_cpus(trixie_image, guest_files):
-    """A 2-vCPU machine: too small for the spec; install, then dpkg-reconfigure with new answers."""
+def two_cpus(trixie_image, guest_files, upgrade_debs):
+    """A 2-vCPU machine: too small for the spec; install, dpkg-reconfigure with new answers, upgrade."""
     answers = "\\n".join(RECONFIGURE_ANSWERS)
-    with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), guest_files) as vm:
+    files = {**guest_files, **upgrade_debs}
+    with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), files) as vm:
         return vm.boot([
             ("stand-ins", STAND_INS),
             ("install", INSTALL),
@@ -47,6 +52,13 @@ def two_cpus(trixie_image, guest_files):
             ("live-after", LIVE),
             ("rt-sched-after", RT_SCHED),
             ("monitor-after", "systemctl show -p ExecStart mxrc-monitor.service"),
+            # An operator's own touches, then an upgrade to a newer version.
+            ("before-upgrade", f"{INVOCATIONS}; echo '# site note' >> /etc/mxrc/mxrc-systemd.conf; "
+                               f"mkdir -p $(dirname {ADMIN_DROPIN}); printf '[Service]\\nNice=-5\\n' > {ADMIN_DROPIN}"),
+            ("upgrade", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                        "/mnt/host/files/upgrade/*.deb"),
+            ("after-upgrade", f"{INVOCATIONS}; dpkg-query -W -f='${{Version}}\\n' mxrc-systemd"),
+            ("kept", f"cat /etc/mxrc/mxrc-systemd.conf; cat {ADMIN_DROPIN}; mxrc-systemd verify"),
         ])
 
 
@@ -76,6 +88,18 @@ def test_dpkg_reconfigure_changes_the_live_units(two_cpus):
     assert "current scheduling priority: 60" in two_cpus["rt-sched-after"].output
     assert "restart mxrc.target" in two_cpus["reconfigure"].output
     assert "--listen 127.0.0.1 --port 9559" in two_cpus["monitor-after"].output
+
+
+def test_upgrade_keeps_running_controller_config_and_admin_dropins(two_cpus):
+    assert two_cpus["upgrade"].ok, two_cpus["upgrade"].output
+    before = two_cpus["before-upgrade"].output.split()
+    after = two_cpus["after-upgrade"].output.split()
+    assert after[2].endswith("+upgrade1")
+    # Same invocations: neither mxrc-nonrt nor mxrc-rt was restarted.
+    assert before[:2] == after[:2] and all(len(i) == 32 for i in before[:2])
+    kept = two_cpus["kept"].output
+    assert "# site note" in kept and "priority = 60" in kept and "Nice=-5" in kept
+    assert "FAIL" not in kept, kept
 
 
 IMAGE_BUILD = """

@@ -374,6 +374,7 @@ class VM:
         self.share = Path(self._tmp.name) / "share"
         (self.share / "files").mkdir(parents=True)
         for name, path in (files or {}).items():
+            (self.share / "files" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, self.share / "files" / name)
         for helper in ("boot.sh", "steps.py"):
             shutil.copy(GUEST_DIR / helper, self.share / helper)
