@@ -16,5 +16,6 @@ def debs() -> dict[str, Path]:
     if not list(deb_dir.glob("*.deb")):
         subprocess.run([str(REPO / "dev" / "build-deb")], check=True)
     found = {p.name.split("_")[0]: p for p in sorted(deb_dir.glob("*.deb"))}
-    assert {"mxrc-systemd", "mxrc-monitor"} <= set(found), f"missing packages in {deb_dir}: {found}"
+    expected = {"mxrc-systemd", "mxrc-monitor", "mxrc-systemd-dev", "mxrc-reference"}
+    assert expected <= set(found), f"missing packages in {deb_dir}: {found}"
     return found

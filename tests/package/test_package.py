@@ -15,15 +15,12 @@ MAX_EXPOSURE = 2.0  # the spec's "security score >= 8.0 of 10"
 
 @pytest.fixture(scope="module")
 def installed_root(debs, tmp_path_factory) -> Path:
-    """The packages unpacked into an empty root, with stand-ins for MXRC's own programs."""
+    """The packages unpacked into an empty root, the alternatives made as the postinst would."""
     root = tmp_path_factory.mktemp("root")
     for deb in debs.values():
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    libexec = root / "usr/libexec/mxrc"
-    libexec.mkdir(parents=True)
     for name in ("mxrc-rt", "mxrc-nonrt"):
-        (libexec / name).write_text("#!/bin/sh\n")
-        (libexec / name).chmod(0o755)
+        (root / "usr/libexec/mxrc" / name).symlink_to(f"/usr/lib/mxrc-reference/{name}")
     return root
 
 
@@ -80,3 +77,22 @@ def test_upgrade_never_restarts_the_controller(debs, tmp_path):
     for unit in ("mxrc-rt.service", "mxrc-nonrt.service"):
         for verb in ("restart", "start", "try-restart"):
             assert not re.search(rf"deb-systemd-invoke .*{verb}.*{unit}", scripts), (verb, unit)
+
+
+def test_dev_package_compiles_a_program_with_pkg_config(installed_root, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "PKG_CONFIG_SYSROOT_DIR": str(installed_root),
+           "PKG_CONFIG_LIBDIR": str(installed_root / "usr/share/pkgconfig")}
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "mxrc-systemd"], env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert f"-I{installed_root}/usr/include" in flags
+    source = tmp_path / "use.cpp"
+    source.write_text("#include <mxrc/systemd.hpp>\n"
+                      "int main() { mxrc::systemd::Heartbeat h; h.beat(); return h.count() == 1 ? 0 : 1; }\n")
+    subprocess.run(["g++", "-std=c++17", *flags, str(source), "-o", str(tmp_path / "use")], check=True)
+    assert subprocess.run([str(tmp_path / "use")]).returncode == 0
+
+
+def test_reference_package_provides_both_programs(debs):
+    listing = subprocess.run(["dpkg-deb", "-c", str(debs["mxrc-reference"])], capture_output=True,
+                             text=True, check=True).stdout
+    assert "./usr/lib/mxrc-reference/mxrc-rt" in listing and "./usr/lib/mxrc-reference/mxrc-nonrt" in listing

@@ -11,7 +11,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import testbed  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,10 +41,8 @@ def bookworm_image():
 
 @pytest.fixture(scope="session")
 def guest_files(debs):
-    """What every VM gets on its share: the packages and the test stand-in for MXRC's programs."""
-    files = {path.name: path for path in debs.values()}
-    files["fake-mxrc-process"] = FIXTURES / "fake-mxrc-process"
-    return files
+    """What every VM gets on its share: the packages under test."""
+    return {path.name: path for path in debs.values()}
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +55,12 @@ def upgrade_debs(debs, tmp_path_factory):
         subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
         control = tree / "DEBIAN" / "control"
         text = control.read_text()
-        version = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Version: "))
+        fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line and line[0] != " ")
+        version, arch = fields["Version"], fields["Architecture"]
         text = text.replace(f"Version: {version}", f"Version: {version}+upgrade1")
         text = text.replace(f"(= {version})", f"(= {version}+upgrade1)")
         control.write_text(text)
-        target = out / f"{name}_{version}+upgrade1_all.deb"
+        target = out / f"{name}_{version}+upgrade1_{arch}.deb"
         subprocess.run(["dpkg-deb", "-b", "--root-owner-group", str(tree), str(target)], check=True,
                        stdout=subprocess.DEVNULL)
         found[f"upgrade/{target.name}"] = target

@@ -19,10 +19,9 @@ INSTALL = [
     ("files-before", f"{FILE_LIST} > /root/files-before"),
     ("install", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
                 "/mnt/host/files/*.deb"),
-    # MXRC's own programs are not installed here: the units' documented paths
-    # get a test stand-in (tests/vm/fixtures/fake-mxrc-process).
-    ("stand-ins", "for p in mxrc-rt mxrc-nonrt; do "
-                  "install -D -m 755 /mnt/host/files/fake-mxrc-process /usr/libexec/mxrc/$p; done"),
+    # MXRC itself is not installed here: mxrc-reference provides the programs
+    # at the units' documented paths (as alternatives).
+    ("alternatives", "update-alternatives --query mxrc-rt; update-alternatives --query mxrc-nonrt"),
     ("user", "id mxrc"),
     ("enabled", f"systemctl is-enabled mxrc.target {SERVICES}"),
     ("journald-config", "systemd-analyze cat-config systemd/journald.conf | grep -E '^(SystemMaxUse|RuntimeMaxUse)='"),
@@ -49,7 +48,8 @@ INSTALL = [
 ]
 
 PURGE = [
-    ("purge", "DEBIAN_FRONTEND=noninteractive apt-get purge -y mxrc-systemd mxrc-monitor"),
+    ("purge", "DEBIAN_FRONTEND=noninteractive apt-get purge -y mxrc-systemd mxrc-monitor mxrc-reference "
+              "mxrc-systemd-dev"),
     ("debconf-after-purge", "debconf-show mxrc-systemd"),
     ("files-after", f"{FILE_LIST} > /root/files-after; comm -13 /root/files-before /root/files-after"),
 ]

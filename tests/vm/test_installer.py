@@ -8,14 +8,11 @@ import json
 
 import pytest
 import testbed
-from conftest import FIXTURES
 from scenarios import parse_show
 
 LIVE = ("systemctl show mxrc-rt.service mxrc-nonrt.service -p Id -p CPUAffinity -p NUMAMask "
         "-p CPUSchedulingPriority -p WatchdogUSec -p MemoryMax")
 RT_SCHED = "chrt -p $(systemctl show -p MainPID --value mxrc-rt.service)"
-STAND_INS = ("for p in mxrc-rt mxrc-nonrt; do "
-             "install -D -m 755 /mnt/host/files/fake-mxrc-process /usr/libexec/mxrc/$p; done")
 INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
            "/mnt/host/files/*.deb")
 # Answers for the medium-priority questions, in the order the config script asks.
@@ -37,7 +34,6 @@ def two_cpus(trixie_image, guest_files, upgrade_debs):
     files = {**guest_files, **upgrade_debs}
     with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), files) as vm:
         return vm.boot([
-            ("stand-ins", STAND_INS),
             ("install", INSTALL),
             ("start", "systemctl start mxrc.target"),
             ("live", LIVE),
@@ -108,17 +104,14 @@ mxrc-systemd mxrc-systemd/rt_priority string 70
 mxrc-systemd mxrc-systemd/watchdog_sec string 20
 PRESEED
 debconf-set-selections /tmp/preseed
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
-    /tmp/image-files/mxrc-systemd_*.deb /tmp/image-files/mxrc-monitor_*.deb
-for p in mxrc-rt mxrc-nonrt; do install -D -m 755 /tmp/image-files/fake-mxrc-process /usr/libexec/mxrc/$p; done
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /tmp/image-files/*.deb
 """
 
 
 @pytest.fixture(scope="module")
 def image_build(debs, guest_files):
     """A preseeded noninteractive install into a chroot-built image, then boots on two machines."""
-    spec = testbed.ImageSpec(suite="trixie", files=(*debs.values(), FIXTURES / "fake-mxrc-process"),
-                             build_script=IMAGE_BUILD)
+    spec = testbed.ImageSpec(suite="trixie", files=tuple(debs.values()), build_script=IMAGE_BUILD)
     image = testbed.build_image(spec)
     numa_rt = testbed.Machine(cpus=8, memory_mib=2048, numa_nodes=2, kernel="rt", append="isolcpus=6-7")
     small = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")

@@ -1,0 +1,254 @@
+// mxrc/systemd.hpp - sd_notify, a health-gated watchdog and native journald
+// logging for MXRC's C++ processes. Header-only, C++17, no libsystemd.
+//
+// Why no libsystemd: the two protocols are a datagram each (sd_notify(3),
+// systemd-journald.socket(8) "native protocol"), so speaking them directly
+// costs a few dozen lines, links nothing, works in static builds and lets us
+// promise exactly what the real-time loop may call:
+//
+//   RT thread:      Heartbeat::beat()                   one relaxed atomic add
+//   non-RT threads: notify(), Watchdog, journal::Entry  syscalls, no allocation
+//
+// Typical use:
+//
+//   mxrc::systemd::Heartbeat heartbeat;
+//   mxrc::systemd::Watchdog watchdog(heartbeat);   // pings only while beats arrive
+//   watchdog.start();                              // its own SCHED_OTHER thread
+//   mxrc::systemd::notify("READY=1");
+//   for (;;) { control_cycle(); heartbeat.beat(); }
+//
+//   mxrc::systemd::journal::Entry(LOG_ERR, "joint limit")
+//       .field("TRACE_ID", trace_id).field("JOINT", "3").send();
+
+#ifndef MXRC_SYSTEMD_HPP
+#define MXRC_SYSTEMD_HPP
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <thread>
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+namespace mxrc::systemd {
+
+namespace detail {
+
+// Fill `addr` from a socket path; "@name" is the abstract namespace.
+// Returns the address length, or 0 if the path does not fit.
+inline socklen_t make_address(const char* path, sockaddr_un& addr) noexcept {
+    std::memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    const size_t len = std::strlen(path);
+    if (len == 0 || len >= sizeof addr.sun_path) return 0;
+    std::memcpy(addr.sun_path, path, len);
+    if (path[0] == '@') addr.sun_path[0] = '\0';
+    return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len + (path[0] == '@' ? 0 : 1));
+}
+
+inline bool send_datagram(const char* path, const iovec* iov, size_t iovcnt) noexcept {
+    sockaddr_un addr;
+    const socklen_t addrlen = make_address(path, addr);
+    if (addrlen == 0) return false;
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    msghdr msg{};
+    msg.msg_name = &addr;
+    msg.msg_namelen = addrlen;
+    msg.msg_iov = const_cast<iovec*>(iov);
+    msg.msg_iovlen = iovcnt;
+    const bool ok = ::sendmsg(fd, &msg, MSG_NOSIGNAL) >= 0;
+    ::close(fd);
+    return ok;
+}
+
+}  // namespace detail
+
+// sd_notify(3): send "READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1",
+// "RELOADING=1", "EXTEND_TIMEOUT_USEC=..." (newline-separated for several).
+// Returns false outside systemd (no NOTIFY_SOCKET): safe to call anywhere.
+inline bool notify(std::string_view state) noexcept {
+    const char* path = std::getenv("NOTIFY_SOCKET");
+    if (path == nullptr) return false;
+    iovec iov{const_cast<char*>(state.data()), state.size()};
+    return detail::send_datagram(path, &iov, 1);
+}
+
+// The watchdog timeout systemd set for this process (WATCHDOG_USEC), or zero.
+// As sd_watchdog_enabled(3): a child that inherited the variables gets zero.
+inline std::chrono::microseconds watchdog_timeout() noexcept {
+    const char* usec = std::getenv("WATCHDOG_USEC");
+    if (usec == nullptr) return std::chrono::microseconds{0};
+    const char* pid = std::getenv("WATCHDOG_PID");
+    if (pid != nullptr && std::strtol(pid, nullptr, 10) != static_cast<long>(::getpid())) {
+        return std::chrono::microseconds{0};
+    }
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(usec, &end, 10);
+    if (end == usec || *end != '\0') return std::chrono::microseconds{0};
+    return std::chrono::microseconds{static_cast<long long>(value)};
+}
+
+// Proof of progress, bumped by the real-time loop: lock-free, wait-free.
+class Heartbeat {
+public:
+    void beat() noexcept { count_.fetch_add(1, std::memory_order_relaxed); }
+    std::uint64_t count() const noexcept { return count_.load(std::memory_order_relaxed); }
+
+private:
+    std::atomic<std::uint64_t> count_{0};
+    static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "heartbeat must be lock-free");
+};
+
+// Pings systemd from its own SCHED_OTHER thread at half the timeout, but only
+// if the heartbeat moved since the previous ping: a hung control loop stops
+// the pings, and systemd restarts the process after WatchdogSec.
+class Watchdog {
+public:
+    using Sender = bool (*)(std::string_view);
+
+    explicit Watchdog(const Heartbeat& heartbeat,
+                      std::chrono::microseconds timeout = watchdog_timeout(),
+                      Sender send = &notify) noexcept
+        : heartbeat_(heartbeat), timeout_(timeout), send_(send) {}
+    Watchdog(const Watchdog&) = delete;
+    Watchdog& operator=(const Watchdog&) = delete;
+    ~Watchdog() { stop(); }
+
+    bool enabled() const noexcept { return timeout_.count() > 0; }
+    std::chrono::microseconds period() const noexcept { return timeout_ / 2; }
+
+    // One pinger step; returns whether it pinged. start() calls it periodically.
+    bool tick() noexcept {
+        const std::uint64_t now = heartbeat_.count();
+        if (now == seen_) return false;
+        seen_ = now;
+        send_("WATCHDOG=1");
+        return true;
+    }
+
+    void start() {
+        if (!enabled() || thread_.joinable()) return;
+        stopping_ = false;
+        thread_ = std::thread([this] {
+            // The RT main thread's policy is inherited: drop it, pinging is not RT work.
+            sched_param param{};
+            pthread_setschedparam(pthread_self(), SCHED_OTHER, &param);
+            std::unique_lock<std::mutex> lock(mutex_);
+            while (!cv_.wait_for(lock, period(), [this] { return stopping_; })) tick();
+        });
+    }
+
+    void stop() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    const Heartbeat& heartbeat_;
+    std::chrono::microseconds timeout_;
+    Sender send_;
+    std::uint64_t seen_ = 0;
+    std::thread thread_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool stopping_ = false;
+};
+
+namespace journal {
+
+inline constexpr const char* kSocket = "/run/systemd/journal/socket";
+
+// One journal entry built in a fixed buffer (no allocation): MESSAGE,
+// PRIORITY (syslog level, for journalctl -p), LOG_LEVEL, and any fields.
+// Field names: upper case, digits and "_", not starting with "_".
+// A field that does not fit the buffer is dropped and counted.
+template <size_t Capacity = 4096>
+class BasicEntry {
+public:
+    BasicEntry(int priority, std::string_view message) noexcept {
+        static constexpr const char* kLevels[] = {"emerg", "alert", "crit", "err",
+                                                  "warning", "notice", "info", "debug"};
+        const int p = priority < 0 ? 0 : (priority > 7 ? 7 : priority);
+        const char digit[2] = {static_cast<char>('0' + p), '\0'};
+        field("MESSAGE", message);
+        field("PRIORITY", digit);
+        field("LOG_LEVEL", kLevels[p]);
+    }
+
+    BasicEntry& field(std::string_view name, std::string_view value) noexcept {
+        if (!valid_name(name)) {
+            ++dropped_;
+            return *this;
+        }
+        const bool binary = value.find('\n') != std::string_view::npos;
+        const size_t need = name.size() + 1 + (binary ? 8 : 0) + value.size() + 1;
+        if (used_ + need > Capacity) {
+            ++dropped_;
+            return *this;
+        }
+        append(name);
+        if (binary) {  // KEY\n<64-bit little-endian length><value>\n
+            append("\n");
+            std::uint64_t len = value.size();
+            for (int i = 0; i < 8; ++i) buffer_[used_++] = static_cast<char>((len >> (8 * i)) & 0xff);
+        } else {
+            append("=");
+        }
+        append(value);
+        append("\n");
+        return *this;
+    }
+
+    std::string_view payload() const noexcept { return {buffer_, used_}; }
+    int dropped() const noexcept { return dropped_; }
+
+    // Send to journald; outside systemd's reach the message goes to stderr.
+    bool send(const char* socket_path = kSocket) const noexcept {
+        iovec iov{const_cast<char*>(buffer_), used_};
+        if (detail::send_datagram(socket_path, &iov, 1)) return true;
+        std::fprintf(stderr, "%.*s", static_cast<int>(used_), buffer_);
+        return false;
+    }
+
+private:
+    static bool valid_name(std::string_view name) noexcept {
+        if (name.empty() || name.size() > 64 || name[0] == '_') return false;
+        for (char c : name) {
+            if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
+        }
+        return true;
+    }
+
+    void append(std::string_view s) noexcept {
+        std::memcpy(buffer_ + used_, s.data(), s.size());
+        used_ += s.size();
+    }
+
+    char buffer_[Capacity];
+    size_t used_ = 0;
+    int dropped_ = 0;
+};
+
+using Entry = BasicEntry<>;
+
+}  // namespace journal
+}  // namespace mxrc::systemd
+
+#endif  // MXRC_SYSTEMD_HPP
