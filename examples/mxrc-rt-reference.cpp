@@ -128,21 +128,30 @@ std::string rt_syscalls() {
     return out;
 }
 
-void try_write(const char* path) {
-    const int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    const int err = errno;
-    if (fd >= 0) {
-        ::close(fd);
-        ::unlink(path);
-        log(LOG_ERR, std::string("write to ") + path + ": succeeded (sandbox breach)");
-    } else {
-        log(LOG_NOTICE, std::string("write to ") + path + ": refused: " + std::strerror(err));
+// SC-010 wants every write refused: try many times, report the count.
+void try_write(const char* dir) {
+    constexpr int kAttempts = 100;
+    int succeeded = 0, last_errno = 0;
+    for (int i = 0; i < kAttempts; ++i) {
+        const std::string path = std::string(dir) + "/mxrc-rt-probe-" + std::to_string(i);
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            ::close(fd);
+            ::unlink(path.c_str());
+            ++succeeded;
+        } else {
+            last_errno = errno;
+        }
     }
+    log(succeeded ? LOG_ERR : LOG_NOTICE,
+        "writes to " + std::string(dir) + ": " + std::to_string(succeeded) + " of " +
+            std::to_string(kAttempts) + " succeeded" +
+            (last_errno ? std::string(" (refused: ") + std::strerror(last_errno) + ")" : ""));
 }
 
 void run_startup_faults(const std::string& fault) {
-    if (fault == "write-usr") try_write("/usr/mxrc-rt-probe");
-    if (fault == "write-etc") try_write("/etc/mxrc-rt-probe");
+    if (fault == "write-usr") try_write("/usr");
+    if (fault == "write-etc") try_write("/etc");
     if (fault == "tmp") {
         const int fd = ::open("/tmp/mxrc-rt-probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
         if (fd >= 0) ::close(fd);

@@ -15,8 +15,10 @@ import time
 
 from mxrc_runtime.notify import notify, watchdog_interval
 
-# Ping at half the timeout: one late wake-up of the pinger never costs a restart.
-PING_FRACTION = 0.5
+# Ping at a quarter of the timeout: a hang is then detected between 0.75 and
+# 1.25 x WatchdogSec after it starts (the last ping may still carry the final
+# beats), and a pinger that wakes up late three times in a row costs nothing.
+PING_FRACTION = 0.25
 
 
 class Watchdog:

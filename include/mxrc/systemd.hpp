@@ -112,9 +112,10 @@ private:
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "heartbeat must be lock-free");
 };
 
-// Pings systemd from its own SCHED_OTHER thread at half the timeout, but only
-// if the heartbeat moved since the previous ping: a hung control loop stops
-// the pings, and systemd restarts the process after WatchdogSec.
+// Pings systemd from its own SCHED_OTHER thread at a quarter of the timeout,
+// but only if the heartbeat moved since the previous ping: a hung control
+// loop stops the pings, and systemd kills it 0.75-1.25 x WatchdogSec after
+// the hang began (the last ping may still carry its final beats).
 class Watchdog {
 public:
     using Sender = bool (*)(std::string_view);
@@ -128,7 +129,7 @@ public:
     ~Watchdog() { stop(); }
 
     bool enabled() const noexcept { return timeout_.count() > 0; }
-    std::chrono::microseconds period() const noexcept { return timeout_ / 2; }
+    std::chrono::microseconds period() const noexcept { return timeout_ / 4; }
 
     // One pinger step; returns whether it pinged. start() calls it periodically.
     bool tick() noexcept {

@@ -13,7 +13,7 @@ from mxrc_runtime.watchdog import Watchdog
 def test_watchdog_pings_only_after_progress():
     sent = []
     wd = Watchdog(timeout=30.0, send=sent.append)
-    assert wd.period == 15.0
+    assert wd.period == 7.5
     assert wd.tick() is False          # no beat yet: a hung main loop gets no ping
     wd.beat()
     assert wd.tick() is True and sent == ["WATCHDOG=1"]

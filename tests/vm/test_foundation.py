@@ -33,11 +33,16 @@ def bookworm(bookworm_image, guest_files):
         return vm.boot(INSTALL + PURGE)
 
 
+def run_for(request, trixie_boot: int):
+    """The boot of the parametrised suite: trixie spreads the scenario over two boots."""
+    if request.param == "trixie":
+        return request.getfixturevalue("trixie")[trixie_boot]
+    return request.getfixturevalue("bookworm")
+
+
 @pytest.fixture(params=["trixie", "bookworm"])
 def install_run(request):
-    if request.param == "trixie":
-        return request.getfixturevalue("trixie")[0]
-    return request.getfixturevalue("bookworm")
+    return run_for(request, 0)
 
 
 def test_apt_install_succeeds_and_creates_the_user(install_run):
@@ -128,9 +133,7 @@ def test_critical_chain_at_boot_has_nonrt_before_rt(trixie):
 
 @pytest.fixture(params=["trixie", "bookworm"])
 def purge_run(request):
-    if request.param == "trixie":
-        return request.getfixturevalue("trixie")[1]
-    return request.getfixturevalue("bookworm")
+    return run_for(request, 1)
 
 
 def test_purge_leaves_nothing_behind(purge_run):

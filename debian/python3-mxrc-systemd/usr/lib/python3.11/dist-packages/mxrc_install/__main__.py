@@ -1,5 +1,0 @@
-import sys
-
-from mxrc_install.cli import main
-
-sys.exit(main())

@@ -1,1 +1,0 @@
-"""mxrc-monitor: Prometheus metrics for the MXRC systemd units."""

@@ -1,1 +1,0 @@
-"""Runtime helpers for MXRC's Python processes: sd_notify and the watchdog."""
