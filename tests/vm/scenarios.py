@@ -6,7 +6,7 @@ SERVICES = "mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service"
 FILE_LIST = ("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp"
              " -o -path /var/tmp -o -path /mnt -o -path /root -o -path /var/log/journal"
              " -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg"
-             " -o -path /var/log/apt -o -path /var/log/dpkg.log"
+             " -o -path /var/log/apt -o -path /var/log/dpkg.log -o -path /var/log/alternatives.log"
              " -o -path /var/lib/systemd/timers -o -path /var/lib/systemd/random-seed"
              " -o -path /var/lib/systemd/catalog \\) -prune -o -print | sort")
 

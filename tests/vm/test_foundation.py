@@ -17,20 +17,26 @@ RT_MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
 
 @pytest.fixture(scope="module")
 def trixie(trixie_image, guest_files):
-    with testbed.VM(trixie_image, RT_MACHINE, guest_files) as vm:
-        first = vm.boot(INSTALL)
-        second = vm.boot([
-            ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
-            ("critical-chain", "systemd-analyze critical-chain --no-pager mxrc-rt.service"),
-            *PURGE,
-        ])
-    return first, second
+
+    def scenario():
+        with testbed.VM(trixie_image, RT_MACHINE, guest_files) as vm:
+            first = vm.boot(INSTALL)
+            second = vm.boot([
+                ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
+                ("critical-chain", "systemd-analyze critical-chain --no-pager mxrc-rt.service"),
+                *PURGE,
+            ])
+        return first, second
+    return testbed.run_scenario(scenario)
 
 
 @pytest.fixture(scope="module")
 def bookworm(bookworm_image, guest_files):
-    with testbed.VM(bookworm_image, RT_MACHINE, guest_files) as vm:
-        return vm.boot(INSTALL + PURGE)
+
+    def scenario():
+        with testbed.VM(bookworm_image, RT_MACHINE, guest_files) as vm:
+            return vm.boot(INSTALL + PURGE)
+    return testbed.run_scenario(scenario)
 
 
 def run_for(request, trixie_boot: int):

@@ -32,30 +32,33 @@ def two_cpus(trixie_image, guest_files, upgrade_debs):
     """A 2-vCPU machine: too small for the spec; install, dpkg-reconfigure with new answers, upgrade."""
     answers = "\\n".join(RECONFIGURE_ANSWERS)
     files = {**guest_files, **upgrade_debs}
-    with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), files) as vm:
-        return vm.boot([
-            ("install", INSTALL),
-            ("start", "systemctl start mxrc.target"),
-            ("live", LIVE),
-            ("plan", "mxrc-systemd plan; echo rc=$?"),
-            # A terminal program answered at its prompts, as an operator would.
-            ("reconfigure", f"printf '{answers}\\n' | script -qec "
-                            "'dpkg-reconfigure -freadline -pmedium mxrc-systemd' /dev/null"),
-            ("config", "cat /etc/mxrc/mxrc-systemd.conf"),
-            # Settings that act at exec time (priority, watchdog) need a restart,
-            # which reconfigure leaves to the operator: it interrupts the robot.
-            ("restart", "systemctl restart mxrc.target"),
-            ("live-after", LIVE),
-            ("rt-sched-after", RT_SCHED),
-            ("monitor-after", "systemctl show -p ExecStart mxrc-monitor.service"),
-            # An operator's own touches, then an upgrade to a newer version.
-            ("before-upgrade", f"{INVOCATIONS}; echo '# site note' >> /etc/mxrc/mxrc-systemd.conf; "
-                               f"mkdir -p $(dirname {ADMIN_DROPIN}); printf '[Service]\\nNice=-5\\n' > {ADMIN_DROPIN}"),
-            ("upgrade", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-                        "/mnt/host/files/upgrade/*.deb"),
-            ("after-upgrade", f"{INVOCATIONS}; dpkg-query -W -f='${{Version}}\\n' mxrc-systemd"),
-            ("kept", f"cat /etc/mxrc/mxrc-systemd.conf; cat {ADMIN_DROPIN}; mxrc-systemd verify"),
-        ])
+
+    def scenario():
+        with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), files) as vm:
+            return vm.boot([
+                ("install", INSTALL),
+                ("start", "systemctl start mxrc.target"),
+                ("live", LIVE),
+                ("plan", "mxrc-systemd plan; echo rc=$?"),
+                # A terminal program answered at its prompts, as an operator would.
+                ("reconfigure", f"printf '{answers}\\n' | script -qec "
+                                "'dpkg-reconfigure -freadline -pmedium mxrc-systemd' /dev/null"),
+                ("config", "cat /etc/mxrc/mxrc-systemd.conf"),
+                # Settings that act at exec time (priority, watchdog) need a restart,
+                # which reconfigure leaves to the operator: it interrupts the robot.
+                ("restart", "systemctl restart mxrc.target"),
+                ("live-after", LIVE),
+                ("rt-sched-after", RT_SCHED),
+                ("monitor-after", "systemctl show -p ExecStart mxrc-monitor.service"),
+                # An operator's own touches, then an upgrade to a newer version.
+                ("before-upgrade", f"{INVOCATIONS}; echo '# site note' >> /etc/mxrc/mxrc-systemd.conf; "
+                                   f"mkdir -p $(dirname {ADMIN_DROPIN}); printf '[Service]\\nNice=-5\\n' > {ADMIN_DROPIN}"),
+                ("upgrade", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                            "/mnt/host/files/upgrade/*.deb"),
+                ("after-upgrade", f"{INVOCATIONS}; dpkg-query -W -f='${{Version}}\\n' mxrc-systemd"),
+                ("kept", f"cat /etc/mxrc/mxrc-systemd.conf; cat {ADMIN_DROPIN}; mxrc-systemd verify"),
+            ])
+    return testbed.run_scenario(scenario)
 
 
 def test_two_cpus_rt_on_the_last_cpu(two_cpus):
@@ -125,10 +128,13 @@ def image_build(debs, guest_files):
         ("order", "systemctl show -p ActiveEnterTimestampMonotonic mxrc-systemd-hardware.service; "
                   "systemctl show -p InactiveExitTimestampMonotonic mxrc-nonrt.service"),
     ]
-    with testbed.VM(image, numa_rt) as vm:
-        first = vm.boot(boot_steps)
-        moved = vm.boot(boot_steps, machine=small)
-    return first, moved
+
+    def scenario():
+        with testbed.VM(image, numa_rt) as vm:
+            first = vm.boot(boot_steps)
+            moved = vm.boot(boot_steps, machine=small)
+        return first, moved
+    return testbed.run_scenario(scenario)
 
 
 def test_image_build_did_not_probe_the_build_host(image_build):
