@@ -163,15 +163,19 @@ void run_startup_faults(const std::string& fault) {
         }
     }
     if (starts_with(fault, "burn:")) {
+        // Each burner pinned to its own CPU, round-robin over all of them, so
+        // neither isolcpus nor the load balancer limits the demand: only
+        // CPUQuota= can hold them to their share.
+        const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         for (long i = 0; i < fault_arg(fault, 1); ++i) {
-            std::thread([] {
+            std::thread([i, cpus] {
                 sched_param param{};
                 pthread_setschedparam(pthread_self(), SCHED_OTHER, &param);
-                cpu_set_t all;
-                CPU_ZERO(&all);
-                for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
-                sched_setaffinity(0, sizeof all, &all);  // every CPU: only CPUQuota= holds them back
-                for (volatile unsigned long n = 0;; ++n) {}
+                cpu_set_t one;
+                CPU_ZERO(&one);
+                CPU_SET(static_cast<int>(i % cpus), &one);
+                sched_setaffinity(0, sizeof one, &one);
+                for (volatile unsigned long n = 0;; n = n + 1) {}
             }).detach();
         }
     }
