@@ -15,7 +15,7 @@ EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = commands.EXIT_OK, commands.EXIT_ERROR, comm
 
 
 def cmd_probe(args) -> int:
-    facts = probe.read_facts(args.sysroot)
+    facts = probe.with_live_details(probe.read_facts(args.sysroot), args.sysroot)
     print(report.facts_json(facts) if args.json else report.facts_text(facts), end="")
     return EXIT_OK
 

@@ -71,6 +71,7 @@ class Facts:
     cpu_model: str | None
     cpu_dma_latency: bool
     unit_edges: tuple[Edge, ...] = ()
+    cpu_rt_flags: tuple[str, ...] | None = None  # live host only (py-cpuinfo)
 
     def cpu_node(self, cpu: int) -> int | None:
         return next((n for n, cpus in self.numa_nodes.items() if cpu in cpus), None)
@@ -184,4 +185,20 @@ def read_facts(root: SysRoot) -> Facts:
         cpu_model=parse_cpu_model(root.read_text("/proc/cpuinfo") or ""),
         cpu_dma_latency=root.exists("/dev/cpu_dma_latency"),
         unit_edges=read_edges(root),
+    )
+
+
+def with_live_details(facts: Facts, root: SysRoot) -> Facts:
+    """Add what only the live host can tell (py-cpuinfo, udev), for `mxrc-systemd probe`.
+
+    Kept out of read_facts: py-cpuinfo runs cpuid in a child process (about a
+    second), which apply and the boot-time check do not need to pay.
+    """
+    details = adapters.cpu_details(root)
+    udev_dma = adapters.udev_has_device(root, "misc", "cpu_dma_latency")
+    return dataclasses.replace(
+        facts,
+        cpu_model=(details or {}).get("model") or facts.cpu_model,
+        cpu_rt_flags=tuple(details["rt_flags"]) if details else None,
+        cpu_dma_latency=facts.cpu_dma_latency if udev_dma is None else udev_dma,
     )

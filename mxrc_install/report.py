@@ -61,6 +61,7 @@ def facts_text(facts: Facts) -> str:
                                                  if facts.cgroup_controllers else "")),
         ("RLIMIT_RTPRIO (this shell)", facts.rlimit_rtprio or "unknown"),
         ("/dev/cpu_dma_latency", _yes_no(facts.cpu_dma_latency)),
+        ("CPU timing flags", " ".join(facts.cpu_rt_flags) if facts.cpu_rt_flags is not None else "unknown"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n"

@@ -80,3 +80,32 @@ def test_boot_optimisation_off_restores_default_dependencies(tmp_path):
     dropins = plan.make_plan(facts, Config(boot_optimize=False)).dropins
     assert all("[Unit]\nDefaultDependencies=yes\n" in text for text in dropins.values())
     assert not any("DefaultDependencies" in t for t in plan.make_plan(facts).dropins.values())
+
+
+def test_live_only_adapters_are_not_asked_about_a_fixture(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.SimpleNamespace(get_cpu_info=lambda: calls.append("cpuinfo") or {})
+    monkeypatch.setitem(sys.modules, "cpuinfo", fake)
+    monkeypatch.setitem(sys.modules, "pyudev", types.SimpleNamespace(Context=lambda: calls.append("udev")))
+    root = SysRoot(build(tmp_path, Hardware()))
+    facts = probe.with_live_details(probe.read_facts(root), root)
+    assert calls == [] and facts.cpu_rt_flags is None and facts.cpu_model == "Fake CPU @ 2.0GHz"
+
+
+def test_live_adapters_shape(monkeypatch):
+    import sys
+    import types
+
+    from mxrc_install import adapters
+    info = {"brand_raw": "Robot CPU", "flags": ["fpu", "constant_tsc", "nonstop_tsc"]}
+    monkeypatch.setitem(sys.modules, "cpuinfo", types.SimpleNamespace(get_cpu_info=lambda: info))
+    device = types.SimpleNamespace(sys_name="cpu_dma_latency")
+    context = types.SimpleNamespace(list_devices=lambda subsystem: [device] if subsystem == "misc" else [])
+    monkeypatch.setitem(sys.modules, "pyudev", types.SimpleNamespace(Context=lambda: context))
+    live = SysRoot()
+    assert adapters.cpu_details(live) == {"model": "Robot CPU", "rt_flags": ["constant_tsc", "nonstop_tsc"]}
+    assert adapters.udev_has_device(live, "misc", "cpu_dma_latency") is True
+    assert adapters.udev_has_device(live, "misc", "nothing") is False

@@ -148,6 +148,8 @@ def test_first_boot_on_two_numa_nodes_with_rt_kernel(image_build):
     assert "available: 2 nodes" in first["numa"].output
     facts = json.loads(first["probe"].output)
     assert facts["preempt_rt"] is True and facts["cmdline"]["isolcpus"] == [6, 7]
+    # The live-only adapters (py-cpuinfo, pyudev) answered on the robot itself.
+    assert facts["cpu_rt_flags"] is not None and facts["cpu_model"] and facts["cpu_dma_latency"] is True
     units = live(first)
     rt = units["mxrc-rt.service"]
     assert (rt["CPUAffinity"], rt["NUMAMask"]) == ("6-7", "1")
