@@ -68,9 +68,16 @@ def run_apply(root: SysRoot) -> int:
     print_findings(result)
     if changed and root.systemd_running():
         apply.daemon_reload(root)
-        print("mxrc-systemd: running MXRC services keep their current placement until restarted: "
-              "systemctl restart mxrc.target (not done automatically: it interrupts the robot)")
+        if services_running():
+            print("mxrc-systemd: running MXRC services keep their current placement until restarted: "
+                  "systemctl restart mxrc.target (not done automatically: it interrupts the robot)")
     return exit_code_for(result, bool(kept))
+
+
+def services_running() -> bool:
+    """Whether any MXRC service runs now (systemctl is-active: 0 when at least one is active)."""
+    units = ["mxrc-nonrt.service", "mxrc-rt.service", "mxrc-monitor.service"]
+    return subprocess.run(["systemctl", "is-active", "--quiet", *units]).returncode == 0
 
 
 def boot_check(root: SysRoot) -> int:
