@@ -101,7 +101,10 @@ STEPS = [
     ("storm", "drill mxrc-rt.service Environment=MXRC_FAULT=crash:1 RestartSec=1s; "
               "systemctl restart mxrc-rt.service; "
               "for i in $(seq 120); do [ \"$(prop mxrc-rt.service ActiveState)\" = failed ] && break; sleep 0.5; done; "
-              "sleep 3; echo state=$(prop mxrc-rt.service ActiveState) result=$(prop mxrc-rt.service Result); "
+              # The handler is a Python program: give it time on an emulated CPU.
+              "for i in $(seq 120); do grep -q '\"final\": true' /var/lib/mxrc/failover/events.jsonl "
+              "2>/dev/null && break; sleep 0.5; done; "
+              "echo state=$(prop mxrc-rt.service ActiveState) result=$(prop mxrc-rt.service Result); "
               "cat /var/lib/mxrc/failover/events.jsonl; "
               "journalctl -b -o cat --no-pager -u 'mxrc-failover@*' | tail -5"),
 ]
