@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 HOOK_DIR = Path("/etc/mxrc/failover.d")
 SHOW_PROPERTIES = ("ActiveState", "SubState", "Result", "NRestarts")
+# A restarted unit that stays up this long recovered; one that fails again
+# meanwhile is watched on (a later OnFailure= start merges into this run,
+# so a restart storm's final failure must be seen by the running handler).
+STABLE_SECONDS = 10.0
+WATCH_LIMIT_SECONDS = 50.0  # under the unit's TimeoutStartSec=
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,26 @@ def read_unit_state(unit: str) -> dict[str, str]:
     return parse_show(proc.stdout)
 
 
+def settle(read, clock=time.monotonic, sleep=time.sleep) -> dict[str, str]:
+    """Watch the unit until systemd gave up on it, or it ran stably, or the watch limit passed."""
+    started = clock()
+    stable_since = None
+    props = read()
+    while clock() - started < WATCH_LIMIT_SECONDS:
+        state = props.get("ActiveState")
+        if state in ("failed", "inactive"):
+            return props
+        if state == "active":
+            stable_since = clock() if stable_since is None else stable_since
+            if clock() - stable_since >= STABLE_SECONDS:
+                return props
+        else:
+            stable_since = None
+        sleep(0.5)
+        props = read()
+    return props
+
+
 def record(event: FailureEvent, state_dir: Path) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "events.jsonl"
@@ -110,7 +135,7 @@ def run_hooks(event: FailureEvent, hook_dir: Path = HOOK_DIR) -> int:
 
 
 def handle(unit: str) -> int:
-    event = event_from(unit, dict(os.environ), read_unit_state(unit), time.time())
+    event = event_from(unit, dict(os.environ), settle(lambda: read_unit_state(unit)), time.time())
     print(event.summary(), flush=True)
     state_dir = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/mxrc/failover").split(":")[0])
     record(event, state_dir)

@@ -58,3 +58,45 @@ def test_hooks_run_with_event_and_failures_counted(tmp_path):
     event = failover.event_from("mxrc-rt.service", {"MONITOR_SERVICE_RESULT": "watchdog"}, {}, 0)
     assert failover.run_hooks(event, hooks) == 1
     assert out.read_text() == "mxrc-rt.service watchdog\n"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def reader(states):
+    """Each read returns the next (ActiveState, SubState); the last one repeats."""
+    states = list(states)
+
+    def read():
+        active, sub = states.pop(0) if len(states) > 1 else states[0]
+        return {"ActiveState": active, "SubState": sub}
+    return read
+
+
+def test_settle_follows_a_storm_to_the_final_failure():
+    clock = FakeClock()
+    storm = [("activating", "auto-restart"), ("active", "running"), ("activating", "auto-restart"),
+             ("active", "running"), ("failed", "failed")]
+    props = failover.settle(reader(storm), clock, clock.sleep)
+    assert props["ActiveState"] == "failed"
+
+
+def test_settle_calls_a_stable_restart_transient():
+    clock = FakeClock()
+    props = failover.settle(reader([("activating", "auto-restart"), ("active", "running")]), clock, clock.sleep)
+    assert props["ActiveState"] == "active"
+    assert failover.STABLE_SECONDS <= clock.now < failover.WATCH_LIMIT_SECONDS
+
+
+def test_settle_gives_up_at_the_watch_limit():
+    clock = FakeClock()
+    props = failover.settle(reader([("activating", "auto-restart")]), clock, clock.sleep)
+    assert props["SubState"] == "auto-restart" and clock.now >= failover.WATCH_LIMIT_SECONDS
