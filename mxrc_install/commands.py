@@ -39,8 +39,8 @@ def exit_code_for(result: plan.Plan, kept: bool = False) -> int:
 
 
 def print_findings(result: plan.Plan, out=sys.stdout) -> None:
-    for f in result.findings:
-        print(f"{f.severity.upper():7} [{f.id}] {f.reason}\n        fix: {f.fix}", file=out)
+    for line in report.finding_lines(result.findings):
+        print(line, file=out)
 
 
 def run_apply(root: SysRoot) -> int:

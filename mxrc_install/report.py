@@ -67,6 +67,11 @@ def facts_text(facts: Facts) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n"
 
 
+def finding_lines(findings) -> list[str]:
+    """One entry per finding: severity, id and reason, then the fix; shared by plan and apply."""
+    return [f"{f.severity.upper():7} [{f.id}] {f.reason}\n        fix: {f.fix}" for f in findings]
+
+
 def plan_json(plan: Plan, current: dict) -> str:
     return json.dumps({
         "placement": _jsonable(plan.placement),
@@ -91,8 +96,7 @@ def plan_text(plan: Plan, current: dict) -> str:
         out.extend(difflib.unified_diff((old or "").splitlines(), text.splitlines(),
                                         f"a{path}", f"b{path}", lineterm="", n=1))
     out.append("")
-    for f in plan.findings:
-        out.append(f"{f.severity.upper():7} [{f.id}] {f.reason}\n        fix: {f.fix}")
+    out.extend(finding_lines(plan.findings))
     if not plan.findings:
         out.append("no findings: the machine meets every requirement the plan checks")
     return "\n".join(out) + "\n"
