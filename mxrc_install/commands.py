@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from mxrc_install import apply, config, plan, probe, report
+from mxrc_install import apply, config, names, plan, probe, report
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.sysroot import SysRoot
 
@@ -76,8 +76,7 @@ def run_apply(root: SysRoot) -> int:
 
 def services_running() -> bool:
     """Whether any MXRC service runs now (systemctl is-active: 0 when at least one is active)."""
-    units = ["mxrc-nonrt.service", "mxrc-rt.service", "mxrc-monitor.service"]
-    return subprocess.run(["systemctl", "is-active", "--quiet", *units]).returncode == 0
+    return subprocess.run(["systemctl", "is-active", "--quiet", *names.SERVICES]).returncode == 0
 
 
 def boot_check(root: SysRoot) -> int:

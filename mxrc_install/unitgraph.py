@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from mxrc_install import names
 from mxrc_install.sysroot import SysRoot
 
-MXRC_UNITS = ("mxrc.target", "mxrc-nonrt.service", "mxrc-rt.service", "mxrc-monitor.service",
-              "mxrc-systemd-hardware.service")
+MXRC_UNITS = (names.TARGET, *names.SERVICES, names.HARDWARE_CHECK)
 
 # Highest precedence first, as systemd searches them.
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",

@@ -13,6 +13,7 @@ class CgroupSample:
     cpu_seconds: float | None
     memory_bytes: int | None
     tasks: int | None
+    memory_max_bytes: int | None = None  # None: no MemoryMax= ("max")
 
 
 def parse_cpu_stat(text: str) -> float | None:
@@ -23,27 +24,40 @@ def parse_cpu_stat(text: str) -> float | None:
     return None
 
 
+def parse_memory_max(text: str) -> int | None:
+    value = text.strip()
+    return None if value == "max" else int(value)
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def unit_cgroup(unit: str, root: Path = CGROUP_ROOT) -> Path:
+def unit_cgroup(unit: str, control_group: str | None = None, root: Path = CGROUP_ROOT) -> Path:
+    """The unit's cgroup directory: systemd's ControlGroup= when known, else the default slice."""
+    if control_group:
+        return root / control_group.lstrip("/")
     return root / "system.slice" / unit
 
 
-def sample(unit: str, root: Path = CGROUP_ROOT) -> CgroupSample | None:
-    """The unit's cgroup figures, or None when the unit has no cgroup (not running)."""
-    group = unit_cgroup(unit, root)
+def sample(group: Path) -> CgroupSample | None:
+    """The cgroup's figures, or None when it does not exist (unit not running).
+
+    A file that exists but cannot be read or parsed raises (OSError,
+    ValueError): that is a collection error, not an absent unit.
+    """
     if not group.is_dir():
         return None
     cpu = _read(group / "cpu.stat")
     memory = _read(group / "memory.current")
     procs = _read(group / "cgroup.procs")
+    memory_max = _read(group / "memory.max")
     return CgroupSample(
         cpu_seconds=parse_cpu_stat(cpu) if cpu is not None else None,
-        memory_bytes=int(memory) if memory and memory.strip().isdigit() else None,
+        memory_bytes=int(memory) if memory is not None else None,
         tasks=len(procs.split()) if procs is not None else None,
+        memory_max_bytes=parse_memory_max(memory_max) if memory_max is not None else None,
     )

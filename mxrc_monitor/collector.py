@@ -1,66 +1,117 @@
 """A prometheus_client collector that serves the latest snapshot.
 
-The snapshot is refreshed by the exporter's main loop once a second; a
-scrape never touches the system, so its cost does not grow with scrapers.
+The snapshot is built by the exporter's loop once a second; a scrape never
+touches the system, so its cost does not grow with the number of scrapers
+and PID 1 never sees it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from mxrc_monitor import cgroup
+from mxrc_monitor.cgroup import CgroupSample
+from mxrc_monitor.unitstate import STATES, UnitState
 
-MXRC_UNITS = ("mxrc-nonrt.service", "mxrc-rt.service", "mxrc-monitor.service")
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    units: tuple[UnitState, ...] = ()
+    cgroups: dict[str, CgroupSample] = dataclasses.field(default_factory=dict)
+    watchdog_ages: dict[str, float] = dataclasses.field(default_factory=dict)
+    errors_total: int = 0
+    collection_seconds: float = 0.0
+    bus_connected: bool = False
+    bus_reconnects_total: int = 0
+    timestamp: float = 0.0
+
+
+def _family(kind, name, doc, labels=("name",)):
+    return kind(name, doc, labels=list(labels))
+
+
+def unit_families(snap: Snapshot):
+    known = [u for u in snap.units if u.exists]
+    state = _family(GaugeMetricFamily, "systemd_unit_state",
+                    "Unit state: 1 for the current ActiveState (systemd_exporter's shape)",
+                    ("name", "type", "state"))
+    restarts = _family(CounterMetricFamily, "systemd_unit_restart",
+                       "Automatic restarts of the unit (from NRestarts, kept monotonic)")
+    service_restarts = _family(CounterMetricFamily, "systemd_service_restart",
+                               "Same as systemd_unit_restart_total, named as systemd_exporter does")
+    failures = _family(CounterMetricFamily, "systemd_unit_failures",
+                       "Failures of the unit by systemd's Result= (watchdog, oom-kill, exit-code, ...)",
+                       ("name", "result"))
+    wd_timeout = _family(GaugeMetricFamily, "systemd_unit_watchdog_timeout_seconds",
+                         "WatchdogSec= in force; 0 when the watchdog is off")
+    wd_age = _family(GaugeMetricFamily, "systemd_unit_watchdog_last_ping_age_seconds",
+                     "Seconds since the service's last WATCHDOG=1 (absent while not armed)")
+    for u in known:
+        for s in STATES:
+            state.add_metric([u.name, u.unit_type, s], 1.0 if u.active_state == s else 0.0)
+        if u.name.endswith(".service"):
+            restarts.add_metric([u.name], u.restarts_total)
+            service_restarts.add_metric([u.name], u.restarts_total)
+            for result, count in sorted(u.failures_total.items()):
+                failures.add_metric([u.name, result], count)
+            wd_timeout.add_metric([u.name], u.watchdog_usec / 1e6)
+        if u.name in snap.watchdog_ages:
+            wd_age.add_metric([u.name], snap.watchdog_ages[u.name])
+    return state, restarts, service_restarts, failures, wd_timeout, wd_age
+
+
+def cgroup_families(snap: Snapshot):
+    cpu = _family(CounterMetricFamily, "systemd_unit_cpu_seconds", "CPU time used by the unit's cgroup")
+    mem = _family(GaugeMetricFamily, "systemd_unit_memory_bytes", "Memory charged to the unit's cgroup")
+    tasks = _family(GaugeMetricFamily, "systemd_unit_tasks_current", "Processes in the unit's cgroup")
+    mem_max = _family(GaugeMetricFamily, "systemd_unit_memory_max_bytes",
+                      "MemoryMax= in force (absent when unlimited)")
+    for unit, s in sorted(snap.cgroups.items()):
+        if s.cpu_seconds is not None:
+            cpu.add_metric([unit], s.cpu_seconds)
+        if s.memory_bytes is not None:
+            mem.add_metric([unit], s.memory_bytes)
+        if s.tasks is not None:
+            tasks.add_metric([unit], s.tasks)
+        if s.memory_max_bytes is not None:
+            mem_max.add_metric([unit], s.memory_max_bytes)
+    return cpu, mem, tasks, mem_max
+
+
+def health_families(snap: Snapshot):
+    yield CounterMetricFamily("mxrc_monitor_collection_errors", "Failed reads and D-Bus errors while collecting",
+                              value=snap.errors_total)
+    yield GaugeMetricFamily("mxrc_monitor_collection_seconds", "Time the last refresh took",
+                            value=snap.collection_seconds)
+    yield GaugeMetricFamily("mxrc_monitor_last_refresh_timestamp_seconds",
+                            "Unix time of the snapshot being served", value=snap.timestamp)
+    yield GaugeMetricFamily("mxrc_monitor_dbus_connected", "1 while the exporter holds its systemd connection",
+                            value=1.0 if snap.bus_connected else 0.0)
+    yield CounterMetricFamily("mxrc_monitor_dbus_reconnects", "Connections to systemd made after the first",
+                              value=snap.bus_reconnects_total)
 
 
 class SnapshotCollector:
-    def __init__(self, units=MXRC_UNITS, cgroup_root=cgroup.CGROUP_ROOT):
-        self.units = tuple(units)
-        self.cgroup_root = cgroup_root
+    def __init__(self):
         self._lock = threading.Lock()
-        self._samples: dict[str, cgroup.CgroupSample] = {}
-        self._errors = 0
-        self._duration = 0.0
+        self._snapshot = Snapshot()
 
-    def refresh(self) -> None:
-        started = time.perf_counter()
-        samples, errors = {}, 0
-        for unit in self.units:
-            try:
-                found = cgroup.sample(unit, self.cgroup_root)
-            except (OSError, ValueError):
-                errors += 1
-                continue
-            if found is not None:
-                samples[unit] = found
+    def publish(self, snapshot: Snapshot) -> None:
         with self._lock:
-            self._samples = samples
-            self._errors += errors
-            self._duration = time.perf_counter() - started
+            self._snapshot = snapshot
+
+    @property
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
 
     def collect(self):
-        with self._lock:
-            samples, errors, duration = dict(self._samples), self._errors, self._duration
-        cpu = CounterMetricFamily("systemd_unit_cpu_seconds", "CPU time used by the unit's cgroup",
-                                  labels=["name"])
-        mem = GaugeMetricFamily("systemd_unit_memory_bytes", "Memory charged to the unit's cgroup",
-                                labels=["name"])
-        tasks = GaugeMetricFamily("systemd_unit_tasks_current", "Processes in the unit's cgroup",
-                                  labels=["name"])
-        for unit, s in sorted(samples.items()):
-            if s.cpu_seconds is not None:
-                cpu.add_metric([unit], s.cpu_seconds)
-            if s.memory_bytes is not None:
-                mem.add_metric([unit], s.memory_bytes)
-            if s.tasks is not None:
-                tasks.add_metric([unit], s.tasks)
-        yield cpu
-        yield mem
-        yield tasks
-        yield CounterMetricFamily("mxrc_monitor_collection_errors", "Failed reads while collecting",
-                                  value=errors)
-        yield GaugeMetricFamily("mxrc_monitor_collection_seconds", "Time the last refresh took",
-                                value=duration)
+        return self.collect_from(self.snapshot)
+
+    @staticmethod
+    def collect_from(snap: Snapshot):
+        yield from unit_families(snap)
+        yield from cgroup_families(snap)
+        yield from health_families(snap)

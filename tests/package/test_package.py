@@ -11,6 +11,8 @@ SERVICES = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mx
             "mxrc-systemd-hardware.service"]
 UNITS = SERVICES + ["mxrc.target"]
 MAX_EXPOSURE = 2.0  # the spec's "security score >= 8.0 of 10"
+# Tighter where an issue asks for it: the exporter only reads (issue 5).
+EXPOSURE_LIMITS = {"mxrc-monitor.service": 1.5}
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +53,13 @@ def test_systemd_analyze_verify_is_silent(installed_root, unit):
 
 @pytest.mark.parametrize("unit", SERVICES)
 def test_exposure_gate(installed_root, unit):
+    limit = EXPOSURE_LIMITS.get(unit, MAX_EXPOSURE)
     proc = subprocess.run(["systemd-analyze", "security", "--offline=true", f"--root={installed_root}",
-                           f"--threshold={int(MAX_EXPOSURE * 10)}", "--no-pager", unit],
+                           f"--threshold={int(limit * 10)}", "--no-pager", unit],
                           capture_output=True, text=True)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
-    assert float(match.group(1)) <= MAX_EXPOSURE
+    assert float(match.group(1)) <= limit
     assert proc.returncode == 0, proc.stdout[-2000:]
 
 
@@ -96,3 +99,10 @@ def test_reference_package_provides_both_programs(debs):
     listing = subprocess.run(["dpkg-deb", "-c", str(debs["mxrc-reference"])], capture_output=True,
                              text=True, check=True).stdout
     assert "./usr/lib/mxrc-reference/mxrc-rt" in listing and "./usr/lib/mxrc-reference/mxrc-nonrt" in listing
+
+
+@pytest.mark.parametrize("command", [["check", "rules", "mxrc.rules.yml"], ["test", "rules", "mxrc.rules.test.yml"]])
+def test_prometheus_rules_pass_promtool(command):
+    # promtool comes with Debian's prometheus package (dev/deps installs it).
+    proc = subprocess.run(["promtool", *command], cwd=REPO / "monitoring", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,11 @@
+"""The names of the units this package ships, spelled once."""
+
+TARGET = "mxrc.target"
+RT = "mxrc-rt.service"
+NONRT = "mxrc-nonrt.service"
+MONITOR = "mxrc-monitor.service"
+HARDWARE_CHECK = "mxrc-systemd-hardware.service"
+FAILOVER_TEMPLATE = "mxrc-failover@.service"
+
+# The long-running MXRC services, in start order.
+SERVICES = (NONRT, RT, MONITOR)

@@ -1,0 +1,125 @@
+"""The exporter's state machine: fold systemd's signals, sample cgroups, build snapshots.
+
+Independent of time and of the bus implementation (both are passed in), so
+the reconnect and counting rules are tested without a system bus.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+from mxrc_monitor import cgroup
+from mxrc_monitor.collector import Snapshot
+from mxrc_monitor.systemd_bus import SERVICE_IFACE, START_PROPERTIES, BusError
+from mxrc_monitor.unitstate import UnitState
+
+log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 5.0
+
+
+class Monitor:
+    def __init__(self, units, bus, cgroup_root: Path = cgroup.CGROUP_ROOT,
+                 clock=time.monotonic, wallclock=time.time):
+        self.states = {u: UnitState(u) for u in units}
+        self.bus = bus
+        self.cgroup_root = cgroup_root
+        self.clock = clock
+        self.wallclock = wallclock
+        self.errors = 0
+        self.reconnects = 0
+        self.connected = False
+        self._connected_once = False
+        self._next_attempt = 0.0
+
+    # -- D-Bus ---------------------------------------------------------------
+    def connect(self) -> bool:
+        """Open the bus and seed every unit; on failure retry after RECONNECT_SECONDS."""
+        self._next_attempt = self.clock() + RECONNECT_SECONDS
+        try:
+            self.bus.open()
+            for unit, state in self.states.items():
+                state.seed(self.bus.seed(unit))
+        except BusError as exc:
+            self._lost(exc)
+            return False
+        if self._connected_once:
+            self.reconnects += 1
+            log.info("reconnected to systemd")
+        self._connected_once = True
+        self.connected = True
+        return True
+
+    def _lost(self, exc) -> None:
+        self.errors += 1
+        if self.connected or not self._connected_once:
+            log.warning("systemd D-Bus connection lost (%s); serving the last known state, "
+                        "retrying every %.0f s", exc, RECONNECT_SECONDS)
+        self.connected = False
+        self.bus.close()
+
+    def listen(self, timeout: float) -> None:
+        """Fold the signals that arrive within timeout seconds."""
+        if not self.connected:
+            time.sleep(max(0.0, timeout))
+            return
+        try:
+            for unit, changed in self.bus.wait(timeout):
+                state = self.states[unit]
+                starting = changed.get("ActiveState") == "active" and state.active_state != "active"
+                state.update(changed)
+                if starting and unit.endswith(".service"):
+                    # Not signalled: a restart may have brought a new WatchdogSec= or slice.
+                    state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
+        except BusError as exc:
+            self._lost(exc)
+
+    def _read_watchdog_pings(self) -> None:
+        for unit, state in self.states.items():
+            if state.watchdog_usec and state.active_state == "active":
+                state.update({"WatchdogTimestampMonotonic":
+                              self.bus.get(unit, SERVICE_IFACE, "WatchdogTimestampMonotonic")})
+
+    # -- snapshot ------------------------------------------------------------
+    def refresh(self) -> Snapshot:
+        started = time.perf_counter()
+        if not self.connected and self.clock() >= self._next_attempt:
+            self.connect()
+        ages = {}
+        if self.connected:
+            try:
+                self._read_watchdog_pings()
+            except BusError as exc:
+                self._lost(exc)
+        if self.connected:  # a stale ping time would look like a hung service
+            now_usec = int(self.clock() * 1e6)
+            ages = {u: a for u, s in self.states.items()
+                    if (a := s.watchdog_ping_age(now_usec)) is not None}
+        return Snapshot(
+            units=tuple(copy.deepcopy(s) for s in self.states.values()),
+            cgroups=self._sample_cgroups(),
+            watchdog_ages=ages,
+            errors_total=self.errors,
+            collection_seconds=time.perf_counter() - started,
+            bus_connected=self.connected,
+            bus_reconnects_total=self.reconnects,
+            timestamp=self.wallclock(),
+        )
+
+    def _sample_cgroups(self) -> dict:
+        samples = {}
+        for unit, state in self.states.items():
+            if not unit.endswith(".service"):
+                continue
+            try:
+                found = cgroup.sample(cgroup.unit_cgroup(unit, state.control_group, self.cgroup_root))
+            except (OSError, ValueError) as exc:
+                self.errors += 1
+                log.debug("cannot read the cgroup of %s: %s", unit, exc)
+                continue
+            if found is not None:
+                samples[unit] = found
+        return samples

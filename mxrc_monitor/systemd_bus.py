@@ -1,0 +1,145 @@
+"""One persistent system-bus connection to systemd, in jeepney (pure Python).
+
+After Manager.Subscribe() systemd emits PropertiesChanged for every unit
+state change; a match rule per watched unit path lets dbus-daemon forward
+only ours. Nothing is listed and nothing is fetched per tick except each
+armed unit's WatchdogTimestampMonotonic, which systemd deliberately does not
+signal (it changes with every ping).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from jeepney import DBusAddress, MatchRule, Properties, new_method_call
+from jeepney.bus_messages import message_bus
+from jeepney.io.blocking import open_dbus_connection
+from jeepney.low_level import MessageType
+
+log = logging.getLogger(__name__)
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER = DBusAddress("/org/freedesktop/systemd1", SYSTEMD, "org.freedesktop.systemd1.Manager")
+UNIT_IFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_IFACE = "org.freedesktop.systemd1.Service"
+PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
+
+# What is read at (re)connect; everything else arrives as signals.
+SEED_PROPERTIES = {
+    UNIT_IFACE: ("LoadState", "ActiveState", "SubState"),
+    SERVICE_IFACE: ("Type", "Result", "NRestarts", "WatchdogUSec", "WatchdogTimestampMonotonic",
+                    "ControlGroup"),
+}
+# Not signalled by systemd, so re-read when a unit (re)starts.
+START_PROPERTIES = ("WatchdogUSec", "ControlGroup")
+
+BusError = (OSError, ConnectionError, TimeoutError, EOFError)
+
+
+def unit_path(unit: str) -> str:
+    """The unit's object path, escaped as sd_bus_path_encode() does."""
+    out = []
+    for i, ch in enumerate(unit):
+        if ch.isascii() and (ch.isalpha() or (ch.isdigit() and i > 0)):
+            out.append(ch)
+        else:
+            out.append("".join(f"_{b:02x}" for b in ch.encode()))
+    return "/org/freedesktop/systemd1/unit/" + ("".join(out) or "_")
+
+
+def unwrap(value):
+    """A jeepney variant is (signature, value); we only need the value."""
+    return value[1] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) else value
+
+
+def parse_properties_changed(body) -> tuple[str, dict]:
+    """(interface, {name: value}) from a PropertiesChanged body (sa{sv}as)."""
+    interface, changed, _invalidated = body
+    return interface, {k: unwrap(v) for k, v in changed.items()}
+
+
+class SystemdBus:
+    """Connect, subscribe and read; every method raises one of BusError when the bus is gone."""
+
+    def __init__(self, units, connect=lambda: open_dbus_connection(bus="SYSTEM")):
+        self.units = tuple(units)
+        self.paths = {unit_path(u): u for u in self.units}
+        self._connect = connect
+        self.conn = None
+        self.signals: collections.deque = collections.deque()
+        self._filter = None
+
+    def open(self) -> None:
+        self.close()
+        conn = self._connect()
+        try:
+            for path in self.paths:
+                rule = MatchRule(type="signal", sender=SYSTEMD, interface=PROPERTIES_IFACE,
+                                 member="PropertiesChanged", path=path)
+                self._call(conn, message_bus.AddMatch(rule))
+            self.signals.clear()
+            self._filter = conn.filter(MatchRule(type="signal", interface=PROPERTIES_IFACE,
+                                                 member="PropertiesChanged"), queue=self.signals)
+            self._call(conn, new_method_call(MANAGER, "Subscribe"))
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def close(self) -> None:
+        if self._filter is not None:
+            self._filter.close()
+            self._filter = None
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+            self.conn = None
+
+    @staticmethod
+    def _call(conn, message, timeout=2.0):
+        reply = conn.send_and_get_reply(message, timeout=timeout)
+        if reply.header.message_type == MessageType.error:
+            raise ConnectionError(f"D-Bus error {reply.header.fields} {reply.body}")
+        return reply.body
+
+    def get(self, unit: str, interface: str, name: str):
+        obj = DBusAddress(unit_path(unit), SYSTEMD, interface)
+        return unwrap(self._call(self.conn, Properties(obj).get(name))[0])
+
+    def seed(self, unit: str) -> dict:
+        """The unit's state now; a unit systemd does not know reports LoadState not-found."""
+        props = {}
+        for interface, names in SEED_PROPERTIES.items():
+            if interface == SERVICE_IFACE and not unit.endswith(".service"):
+                continue
+            for name in names:
+                try:
+                    props[name] = self.get(unit, interface, name)
+                except ConnectionError:
+                    # A not-found unit has no Service interface: absent, not an error.
+                    if props.get("LoadState") != "not-found":
+                        raise
+        return props
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        """Signals for our units received within timeout: [(unit, changed properties)]."""
+        try:
+            if not self.signals:
+                self.conn.recv_messages(timeout=max(0.0, timeout))
+            while True:  # drain whatever else is already readable
+                self.conn.recv_messages(timeout=0)
+        except TimeoutError:
+            pass
+        out = []
+        while self.signals:
+            msg = self.signals.popleft()
+            unit = self.paths.get(msg.header.fields.get(1))  # HeaderFields.path == 1
+            if unit is None:
+                continue
+            interface, changed = parse_properties_changed(msg.body)
+            if interface in SEED_PROPERTIES:
+                out.append((unit, changed))
+        return out

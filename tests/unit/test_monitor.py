@@ -1,0 +1,299 @@
+"""The exporter without a system bus: a scripted bus, a fake cgroup tree, a fake clock."""
+
+import collections
+
+import pytest
+from jeepney.low_level import Message
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mxrc_monitor import cgroup, systemd_bus
+from mxrc_monitor.collector import SnapshotCollector
+from mxrc_monitor.monitor import RECONNECT_SECONDS, Monitor
+from mxrc_monitor.unitstate import UnitState
+
+RT, NONRT = "mxrc-rt.service", "mxrc-nonrt.service"
+CPU_STAT = "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n"
+RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "Type": "notify",
+           "Result": "success", "NRestarts": 0, "WatchdogUSec": 30_000_000,
+           "WatchdogTimestampMonotonic": 100_000_000, "ControlGroup": "/system.slice/mxrc-rt.service"}
+
+
+class FakeBus:
+    """Plays systemd: properties per unit, signals queued by the test, failures on demand."""
+
+    def __init__(self, props):
+        self.props = {u: dict(p) for u, p in props.items()}
+        self.pending = collections.deque()
+        self.down = False
+        self.opened = 0
+        self.gets = []
+
+    def _check(self):
+        if self.down:
+            raise ConnectionResetError("bus went away")
+
+    def open(self):
+        self._check()
+        self.opened += 1
+
+    def close(self):
+        pass
+
+    def seed(self, unit):
+        self._check()
+        return dict(self.props.get(unit, {"LoadState": "not-found", "ActiveState": "inactive"}))
+
+    def get(self, unit, interface, name):
+        self._check()
+        self.gets.append(name)
+        return self.props[unit][name]
+
+    def wait(self, timeout):
+        self._check()
+        out = list(self.pending)
+        self.pending.clear()
+        return out
+
+    def emit(self, unit, **changed):
+        self.props[unit].update(changed)
+        self.pending.append((unit, changed))
+
+
+class Clock:
+    def __init__(self, now=200.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def fake_cgroup(root, unit, cpu=CPU_STAT, memory="1048576\n", procs="10\n11\n"):
+    group = root / "system.slice" / unit
+    group.mkdir(parents=True)
+    (group / "cpu.stat").write_text(cpu)
+    (group / "memory.current").write_text(memory)
+    (group / "cgroup.procs").write_text(procs)
+    (group / "memory.max").write_text("2147483648\n")
+
+
+def scrape(snapshot):
+    collector = SnapshotCollector()
+    collector.publish(snapshot)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    samples = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, metric, **labels):
+    return samples.get((metric, tuple(sorted(labels.items()))))
+
+
+@pytest.fixture
+def rig(tmp_path):
+    bus = FakeBus({RT: RUNNING})
+    clock = Clock()
+    monitor = Monitor([RT, NONRT], bus, cgroup_root=tmp_path, clock=clock, wallclock=lambda: 1e9)
+    fake_cgroup(tmp_path, RT)
+    assert monitor.connect()
+    return monitor, bus, clock
+
+
+# -- counting ---------------------------------------------------------------
+
+def watchdog_kill(bus, restarts_after):
+    bus.emit(RT, ActiveState="deactivating", SubState="stop-watchdog", Result="watchdog")
+    bus.emit(RT, ActiveState="activating", SubState="auto-restart")
+    bus.emit(RT, Result="success", NRestarts=restarts_after, ActiveState="active", SubState="running")
+
+
+def test_watchdog_kill_counts_a_restart_and_a_watchdog_failure(rig):
+    monitor, bus, _ = rig
+    watchdog_kill(bus, restarts_after=1)
+    monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_restart_total", name=RT) == 1
+    assert value(s, "systemd_service_restart_total", name=RT) == 1
+    assert value(s, "systemd_unit_failures_total", name=RT, result="watchdog") == 1
+    assert value(s, "systemd_unit_failures_total", name=RT, result="oom-kill") == 0
+
+
+def test_counters_survive_manual_restart_and_reset_failed(rig):
+    monitor, bus, _ = rig
+    watchdog_kill(bus, restarts_after=1)
+    watchdog_kill(bus, restarts_after=2)
+    bus.emit(RT, NRestarts=0)                       # systemctl restart / reset-failed
+    bus.emit(RT, Result="oom-kill", SubState="auto-restart")
+    bus.emit(RT, Result="success", NRestarts=1)
+    monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_restart_total", name=RT) == 3
+    assert value(s, "systemd_unit_failures_total", name=RT, result="watchdog") == 2
+    assert value(s, "systemd_unit_failures_total", name=RT, result="oom-kill") == 1
+
+
+def test_a_result_first_seen_on_a_signal_gets_its_own_series(rig):
+    monitor, bus, _ = rig
+    bus.emit(RT, Result="exec-condition")
+    monitor.listen(0)
+    assert value(scrape(monitor.refresh()), "systemd_unit_failures_total", name=RT,
+                 result="exec-condition") == 1
+
+
+def test_seed_does_not_count_what_happened_before_the_exporter_looked():
+    state = UnitState(RT)
+    state.seed({**RUNNING, "NRestarts": 7, "Result": "watchdog"})
+    assert state.restarts_total == 0 and state.failures_total["watchdog"] == 0
+
+
+def test_state_in_systemd_exporter_shape(rig):
+    monitor, bus, _ = rig
+    bus.emit(RT, ActiveState="failed", SubState="failed", Result="exit-code")
+    monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_state", name=RT, type="notify", state="failed") == 1
+    assert value(s, "systemd_unit_state", name=RT, type="notify", state="active") == 0
+    assert value(s, "systemd_unit_failures_total", name=RT, result="exit-code") == 1
+
+
+# -- watchdog ---------------------------------------------------------------
+
+def test_watchdog_timeout_and_ping_age(rig):
+    monitor, _, clock = rig
+    clock.now = 112.5  # last ping at 100 s monotonic
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_watchdog_timeout_seconds", name=RT) == 30
+    assert value(s, "systemd_unit_watchdog_last_ping_age_seconds", name=RT) == 12.5
+
+
+def test_watchdog_timestamp_is_the_only_property_read_per_tick(rig):
+    monitor, bus, _ = rig
+    bus.gets.clear()
+    for _ in range(3):
+        monitor.refresh()
+    assert bus.gets == ["WatchdogTimestampMonotonic"] * 3
+
+
+def test_watchdog_settings_are_reread_when_the_unit_starts_again(rig):
+    monitor, bus, _ = rig
+    bus.emit(RT, ActiveState="inactive", SubState="dead")
+    bus.props[RT]["WatchdogUSec"] = 2_000_000  # a drop-in changed WatchdogSec=, then a start
+    bus.emit(RT, ActiveState="active", SubState="running")
+    monitor.listen(0)
+    assert value(scrape(monitor.refresh()), "systemd_unit_watchdog_timeout_seconds", name=RT) == 2
+
+
+def test_no_ping_age_for_a_stopped_unit(rig):
+    monitor, bus, _ = rig
+    bus.emit(RT, ActiveState="inactive", SubState="dead")
+    monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_watchdog_last_ping_age_seconds", name=RT) is None
+
+
+# -- cgroups ----------------------------------------------------------------
+
+def test_cpu_memory_tasks_from_the_units_cgroup(rig):
+    monitor, _, _ = rig
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_cpu_seconds_total", name=RT) == 2.5
+    assert value(s, "systemd_unit_memory_bytes", name=RT) == 1048576
+    assert value(s, "systemd_unit_tasks_current", name=RT) == 2
+    assert value(s, "systemd_unit_memory_max_bytes", name=RT) == 2 ** 31
+
+
+def test_unlimited_memory_max_is_absent():
+    assert cgroup.parse_memory_max("max\n") is None
+
+
+def test_unit_that_does_not_exist_is_absent_not_zero(rig):
+    monitor, _, _ = rig
+    s = scrape(monitor.refresh())
+    assert not [k for k in s if ("name", NONRT) in k[1]]
+
+
+def test_control_group_from_systemd_is_followed(tmp_path):
+    bus = FakeBus({RT: {**RUNNING, "ControlGroup": "/mxrc.slice/mxrc-rt.service"}})
+    group = tmp_path / "mxrc.slice/mxrc-rt.service"
+    group.mkdir(parents=True)
+    (group / "memory.current").write_text("42\n")
+    monitor = Monitor([RT], bus, cgroup_root=tmp_path, clock=Clock())
+    monitor.connect()
+    assert value(scrape(monitor.refresh()), "systemd_unit_memory_bytes", name=RT) == 42
+
+
+def test_unreadable_cgroup_file_is_a_counted_error(rig, tmp_path):
+    monitor, _, _ = rig
+    (tmp_path / "system.slice" / RT / "memory.current").write_text("garbage\n")
+    s = scrape(monitor.refresh())
+    assert value(s, "mxrc_monitor_collection_errors_total") == 1
+
+
+def test_scrape_serves_the_snapshot_without_reading_the_system(rig, tmp_path):
+    monitor, _, _ = rig
+    collector = SnapshotCollector()
+    collector.publish(monitor.refresh())
+    (tmp_path / "system.slice" / RT / "memory.current").write_text("5\n")
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert 'systemd_unit_memory_bytes{name="mxrc-rt.service"} 1.048576e+06' in generate_latest(registry).decode()
+
+
+# -- the bus going away -----------------------------------------------------
+
+def test_bus_loss_keeps_serving_counts_the_error_and_reconnects(rig):
+    monitor, bus, clock = rig
+    watchdog_kill(bus, restarts_after=1)
+    monitor.listen(0)
+    bus.down = True
+    monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "mxrc_monitor_dbus_connected") == 0
+    assert value(s, "mxrc_monitor_collection_errors_total") == 1
+    assert value(s, "systemd_unit_restart_total", name=RT) == 1      # still served
+    assert value(s, "systemd_unit_watchdog_last_ping_age_seconds", name=RT) is None  # unknown now
+    bus.down = False
+    bus.props[RT]["NRestarts"] = 3  # two restarts while we were away
+    clock.now += RECONNECT_SECONDS
+    s = scrape(monitor.refresh())
+    assert value(s, "mxrc_monitor_dbus_connected") == 1
+    assert value(s, "mxrc_monitor_dbus_reconnects_total") == 1
+    assert value(s, "systemd_unit_restart_total", name=RT) == 3
+
+
+def test_no_reconnect_storm_while_the_bus_is_down(rig):
+    monitor, bus, clock = rig
+    bus.down = True
+    monitor.listen(0)
+    opened = bus.opened
+    for _ in range(4):
+        clock.now += 1
+        monitor.refresh()
+    assert bus.opened == opened  # 4 s < RECONNECT_SECONDS
+
+
+# -- the bus module's pure parts ---------------------------------------------
+
+@pytest.mark.parametrize("unit, path", [
+    ("mxrc-rt.service", "/org/freedesktop/systemd1/unit/mxrc_2drt_2eservice"),
+    ("mxrc-failover@mxrc-rt.service", "/org/freedesktop/systemd1/unit/mxrc_2dfailover_40mxrc_2drt_2eservice"),
+    ("1x.service", "/org/freedesktop/systemd1/unit/_31x_2eservice"),
+    ("a_b.target", "/org/freedesktop/systemd1/unit/a_5fb_2etarget"),
+])
+def test_unit_path_matches_sd_bus_path_encode(unit, path):
+    assert systemd_bus.unit_path(unit) == path
+
+
+def test_properties_changed_body_is_unwrapped():
+    body = ("org.freedesktop.systemd1.Service", {"NRestarts": ("u", 2), "Result": ("s", "watchdog")}, [])
+    assert systemd_bus.parse_properties_changed(body) == (
+        "org.freedesktop.systemd1.Service", {"NRestarts": 2, "Result": "watchdog"})
+
+
+def test_sample_absent_cgroup_is_none(tmp_path):
+    assert cgroup.sample(tmp_path / "nope") is None
+    assert cgroup.parse_cpu_stat("user_usec 1\n") is None

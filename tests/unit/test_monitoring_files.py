@@ -1,0 +1,53 @@
+"""The dashboard and the Prometheus rules only use metrics the exporter serves (promtool: tests/package)."""
+
+import json
+import re
+
+import pytest
+
+from mxrc_monitor.cgroup import CgroupSample
+from mxrc_monitor.collector import Snapshot, SnapshotCollector
+from mxrc_monitor.unitstate import UnitState
+
+METRIC = re.compile(r"\b((?:systemd|mxrc_monitor)_[a-z_]+)\b")
+
+
+def exported_names():
+    """Every sample name the exporter can produce, from a snapshot with every field filled."""
+    unit = UnitState("mxrc-rt.service", load_state="loaded", active_state="active", watchdog_usec=1)
+    snap = Snapshot(units=(unit,), cgroups={"mxrc-rt.service": CgroupSample(1.0, 2, 3, 4)},
+                    watchdog_ages={"mxrc-rt.service": 0.5})
+    names = set()
+    for family in SnapshotCollector.collect_from(snap):
+        names.update(s.name for s in family.samples)
+    return names
+
+
+def used_names(text):
+    return set(METRIC.findall(text)) - {"systemd_unit"}
+
+
+@pytest.fixture
+def dashboard(repo):
+    return json.loads((repo / "monitoring/mxrc-dashboard.json").read_text())
+
+
+def test_dashboard_queries_only_exported_metrics(dashboard):
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    used = set().union(*(used_names(e) for e in exprs))
+    assert used and used <= exported_names(), used - exported_names()
+
+
+def test_dashboard_shows_what_the_issue_asks(dashboard):
+    text = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for needed in ("systemd_unit_state", "systemd_unit_cpu_seconds_total", "systemd_unit_memory_bytes",
+                   "systemd_unit_restart_total", 'result="watchdog"'):
+        assert needed in text
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_rules_use_only_exported_metrics(repo):
+    text = (repo / "monitoring/mxrc.rules.yml").read_text()
+    used = used_names("\n".join(l for l in text.splitlines() if "expr:" in l or l.startswith("          ")))
+    assert used and used <= exported_names(), used - exported_names()
