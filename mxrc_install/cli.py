@@ -7,8 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from mxrc_install import __version__, commands, failover, probe, report, steps
+from mxrc_install import __version__, commands, failover, operations, probe, report, steps
 from mxrc_install.config import ConfigError
+from mxrc_install.jitter import JitterError
 from mxrc_install.sysroot import SysRoot
 
 EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = commands.EXIT_OK, commands.EXIT_ERROR, commands.EXIT_WARNINGS
@@ -58,7 +59,37 @@ COMMANDS = {
     "steps": ("list the configure steps and whether each is enabled", cmd_steps),
     "failover": ("record a unit's failure (run by mxrc-failover@.service)",
                  lambda a: failover.handle(a.unit)),
+    "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
+               lambda a: operations.doctor_command(a.sysroot, a.json)),
+    "jitter": ("measure RT latency with cyclictest inside mxrc-rt's placement and limits (SC-001)",
+               lambda a: operations.jitter_command(a.sysroot, a.cycles, a.load, a.json)),
+    "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
+                  None),
+    "deps": ("analyse the MXRC units' dependencies: parallel start, critical chain, loops (FR-022)",
+             lambda a: operations.deps_command(a.sysroot, a.json)),
 }
+
+
+def cmd_boot_time(args) -> int:
+    if args.action == "record":
+        return operations.boot_time_record(args.sysroot, args.label, args.if_absent)
+    if args.action == "compare":
+        return operations.boot_time_compare(args.sysroot, args.before, args.after, args.json)
+    return operations.boot_time_show(args.sysroot, args.json)
+
+
+COMMANDS["boot-time"] = (COMMANDS["boot-time"][0], cmd_boot_time)
+
+
+def _cycles(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 100 <= n <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number of cycles from 100 to 10000000 "
+                                         "(10000 cycles = 10 s at 1 kHz)")
+    return n
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,8 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subs = {name: sub.add_parser(name, help=text, description=text) for name, (text, _) in COMMANDS.items()}
-    for name in ("probe", "plan"):
+    for name in ("probe", "plan", "doctor", "jitter", "deps"):
         subs[name].add_argument("--json", action="store_true", help="machine-readable output")
+    subs["jitter"].add_argument("--cycles", type=_cycles, default=10_000,
+                                help="measurement cycles at 1 kHz (default: 10000, i.e. 10 s)")
+    subs["jitter"].add_argument("--load", action="store_true",
+                                help="run SCHED_OTHER busy loops on every CPU while measuring")
+    bt = subs["boot-time"].add_subparsers(dest="action", metavar="ACTION")
+    bt_show = bt.add_parser("show", help="list the recorded boots (default)")
+    bt_record = bt.add_parser("record", help="record this boot (mxrc-boot-time.service does it at every boot)")
+    bt_compare = bt.add_parser("compare", help="before vs after the boot optimisation, change in %%")
+    for p in (bt_show, bt_compare):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    bt_record.add_argument("--label", choices=("before", "boot"), default="boot",
+                           help="before: the baseline (the postinst records it); boot: a later boot")
+    bt_record.add_argument("--if-absent", action="store_true", help="only if no boot has this label yet")
+    bt_compare.add_argument("--before", metavar="BOOT_ID", help="boot id (prefix) to compare from")
+    bt_compare.add_argument("--after", metavar="BOOT_ID", help="boot id (prefix) to compare to")
+    subs["boot-time"].set_defaults(action="show", json=False)
     subs["uninstall"].add_argument("--purge", action="store_true",
                                    help="also remove the settings and the recorded state")
     subs["capture"].add_argument("dest", type=Path, help="directory to create the fixture in")
@@ -107,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args.sysroot = SysRoot(args.root.resolve())
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, operations.NotLive, JitterError) as exc:
         print(f"mxrc-systemd: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except PermissionError as exc:

@@ -5,6 +5,7 @@ RT = "mxrc-rt.service"
 NONRT = "mxrc-nonrt.service"
 MONITOR = "mxrc-monitor.service"
 HARDWARE_CHECK = "mxrc-systemd-hardware.service"
+BOOT_TIME = "mxrc-boot-time.service"
 FAILOVER_TEMPLATE = "mxrc-failover@.service"
 
 # The long-running MXRC services, in start order.

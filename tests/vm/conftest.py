@@ -11,13 +11,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import testbed  # noqa: E402
 
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.vm)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _vm_prerequisites():
@@ -28,22 +25,18 @@ def _vm_prerequisites():
         pytest.fail("the VM tests need root (mmdebstrap --mode=root); run dev/test as root "
                     "or set MXRC_SKIP_VM=1 to skip them")
 
-
 @pytest.fixture(scope="session")
 def trixie_image():
     return testbed.build_image(testbed.ImageSpec(suite="trixie"))
-
 
 @pytest.fixture(scope="session")
 def bookworm_image():
     return testbed.build_image(testbed.ImageSpec(suite="bookworm"))
 
-
 @pytest.fixture(scope="session")
 def guest_files(debs):
     """What every VM gets on its share: the packages under test."""
     return {path.name: path for path in debs.values()}
-
 
 @pytest.fixture(scope="session")
 def upgrade_debs(debs, tmp_path_factory):
@@ -65,3 +58,10 @@ def upgrade_debs(debs, tmp_path_factory):
                        stdout=subprocess.DEVNULL)
         found[f"upgrade/{target.name}"] = target
     return found
+
+@pytest.fixture(scope="session")
+def observability_image():
+    spec = testbed.ImageSpec(suite="trixie",
+                             packages=testbed.ImageSpec().packages + testbed.OBSERVABILITY_PACKAGES,
+                             flavour="observability")
+    return testbed.build_image(spec)

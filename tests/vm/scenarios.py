@@ -55,15 +55,3 @@ PURGE = [
 ]
 
 
-def parse_show(text: str) -> list[dict[str, str]]:
-    """`systemctl show` output for one or more units: one dict per unit."""
-    units, current = [], {}
-    for line in text.splitlines() + [""]:
-        if not line.strip():
-            if current:
-                units.append(current)
-            current = {}
-            continue
-        key, _, value = line.partition("=")
-        current[key] = value
-    return units

@@ -10,7 +10,9 @@ import re
 
 import pytest
 import testbed
-from scenarios import INSTALL, PURGE, SERVICES, parse_show
+from scenarios import INSTALL, PURGE, SERVICES
+
+from mxrc_install.live import parse_show
 
 RT_MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
 

@@ -52,6 +52,10 @@ PACKAGE_DEPENDENCIES = (
     "python3-distro", "python3-cpuinfo", "python3-pyudev",
 )
 
+# The peers the exporter is judged against (tests/vm/test_monitor.py, bench/):
+# a real Prometheus server and node_exporter's systemd collector.
+OBSERVABILITY_PACKAGES = ("prometheus", "prometheus-node-exporter")
+
 # Things a robot image would not carry: documentation, man pages, locales.
 PATH_EXCLUDES = (
     "/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*",
@@ -107,6 +111,9 @@ class ImageSpec:
     # systemd, the build host's /proc), e.g. a preseeded apt install.
     files: tuple[Path, ...] = ()
     build_script: str = ""
+    # Names the image in the cache, so images with different package sets
+    # live side by side instead of pruning each other as stale.
+    flavour: str = ""
 
     def resolved_mirror(self) -> str:
         return self.mirror or host_mirror()
@@ -121,9 +128,12 @@ class ImageSpec:
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     @property
+    def kind(self) -> str:
+        return (f"-{self.flavour}" if self.flavour else "") + ("-custom" if self.build_script else "")
+
+    @property
     def directory(self) -> Path:
-        kind = "-custom" if self.build_script else ""
-        return CACHE_ROOT / f"{self.suite}{kind}-{self.key()}"
+        return CACHE_ROOT / f"{self.suite}{self.kind}-{self.key()}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,8 +234,7 @@ def build_image(spec: ImageSpec) -> Image:
 
 def _prune_older(spec: ImageSpec, keep: Path) -> None:
     """An image of the same suite and kind with other inputs is stale: drop it (each is ~2 GB)."""
-    kind = "-custom" if spec.build_script else ""
-    for other in CACHE_ROOT.glob(f"{spec.suite}{kind}-*"):
+    for other in CACHE_ROOT.glob(f"{spec.suite}{spec.kind}-*"):
         if other != keep and len(other.name) == len(keep.name) and (other / "image.json").exists():
             shutil.rmtree(other, ignore_errors=True)
 
@@ -488,9 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build (or reuse) an image and print its directory")
-    b.add_argument("--suite", default="trixie")
     r = sub.add_parser("run", help="boot an image and run shell commands in it")
-    r.add_argument("--suite", default="trixie")
     r.add_argument("--cpus", type=int, default=4)
     r.add_argument("--memory", type=int, default=2048, help="MiB")
     r.add_argument("--numa", type=int, default=1, help="NUMA nodes")
@@ -500,10 +507,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="copy PATH into the guest's /mnt/host/files/")
     r.add_argument("--timeout", type=int, default=900)
     r.add_argument("commands", nargs="+")
+    for p in (b, r):
+        p.add_argument("--suite", default="trixie")
+        p.add_argument("--package", action="append", default=[], metavar="NAME",
+                       help="also install this Debian package in the image (a separate cached image)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="testbed: %(message)s", stream=sys.stderr)
 
-    image = build_image(ImageSpec(suite=args.suite))
+    extra = tuple(args.package)
+    flavour = "observability" if set(extra) == set(OBSERVABILITY_PACKAGES) else ("extra" if extra else "")
+    image = build_image(ImageSpec(suite=args.suite, packages=ImageSpec().packages + extra, flavour=flavour))
     if args.command == "build":
         print(image.spec.directory)
         return 0

@@ -1,0 +1,198 @@
+"""`mxrc-systemd jitter`: SC-001 measured the way the spec says, with cyclictest.
+
+cyclictest runs in a transient unit with mxrc-rt's placement and limits (RT
+CPUs, FIFO priority, NUMA mask, CPUQuota, MemoryMax, memlock), one thread per
+RT CPU, so the figure is the one mxrc-rt would see. Pure except run(), which
+starts the units and waits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+from mxrc_install import plan
+from mxrc_install.cpulist import format_cpulist
+
+SC001_MAX_US = 50
+INTERVAL_US = 1000        # 1 kHz, as the RT loop
+HISTOGRAM_US = 1000       # buckets 0..999 us; later ones count as overflows
+HISTOGRAM_ROWS = 10       # buckets in the printed histogram
+
+
+class JitterError(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class JitterResult:
+    cycles: int
+    min_us: int
+    avg_us: float
+    p99_us: int
+    p999_us: int
+    max_us: int
+    overflows: int
+    histogram: dict          # latency us -> count (all threads)
+    cpus: tuple
+    priority: int
+    load: bool
+    preempt_rt: bool | None
+
+    @property
+    def passed(self) -> bool:
+        return self.max_us <= SC001_MAX_US
+
+
+def unit_properties(p: plan.Placement) -> list[str]:
+    """mxrc-rt's placement and limits, as systemd-run -p arguments."""
+    props = [f"CPUAffinity={' '.join(map(str, sorted(p.rt_cpus)))}", "CPUSchedulingPolicy=fifo",
+             f"CPUSchedulingPriority={p.rt_priority}", f"LimitRTPRIO={p.rt_priority}", "LimitMEMLOCK=infinity",
+             f"CPUQuota={p.cpu_quota_percent}%", f"MemoryMax={p.memory_max}"]
+    if p.numa_nodes:
+        props += ["NUMAPolicy=bind", f"NUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}"]
+    return props
+
+
+def command(p: plan.Placement, cycles: int, unit: str) -> list[str]:
+    cpus = format_cpulist(p.rt_cpus)
+    cyclictest = ["cyclictest", "--mlockall", "--quiet", "--nanosleep", f"--priority={p.rt_priority}",
+                  "--policy=fifo", f"--interval={INTERVAL_US}", f"--loops={cycles}", f"--affinity={cpus}",
+                  f"--threads={len(p.rt_cpus)}", f"--histogram={HISTOGRAM_US}"]
+    run = ["systemd-run", f"--unit={unit}", "--wait", "--pipe", "--quiet", "--collect",
+           "--description=mxrc-systemd jitter measurement"]
+    for prop in unit_properties(p):
+        run += ["-p", prop]
+    return run + cyclictest
+
+
+def load_command(p: plan.Placement, unit: str, cpus: int) -> list[str]:
+    """SCHED_OTHER busy loops on every CPU: the RT threads must preempt them."""
+    return ["systemd-run", f"--unit={unit}", "--quiet", "--collect", "--description=mxrc-systemd jitter load",
+            "sh", "-c", f"for i in $(seq {cpus}); do (while :; do :; done) & done; wait"]
+
+
+def parse_cyclictest(text: str) -> dict:
+    """Histogram and per-thread summary lines of `cyclictest --histogram` (-q) output."""
+    histogram, summary = {}, {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            key, _, values = line[1:].partition(":")
+            numbers = [int(v) for v in values.split() if v.isdigit()]
+            if numbers:
+                summary[key.strip()] = numbers
+            continue
+        fields = line.split()
+        if len(fields) >= 2 and all(f.isdigit() for f in fields):
+            total = sum(int(f) for f in fields[1:])
+            if total:
+                histogram[int(fields[0])] = histogram.get(int(fields[0]), 0) + total
+    if "Max Latencies" not in summary:
+        raise JitterError("cyclictest printed no summary (was it killed, or is it older than rt-tests 1.0?)")
+    return {"histogram": histogram, "summary": summary}
+
+
+def percentile(histogram: dict, total: int, fraction: float, overflow_value: int) -> int:
+    needed, seen = fraction * total, 0
+    for latency in sorted(histogram):
+        seen += histogram[latency]
+        if seen >= needed:
+            return latency
+    return overflow_value
+
+
+def result_from(parsed: dict, p: plan.Placement, load: bool, preempt_rt: bool | None) -> JitterResult:
+    s, histogram = parsed["summary"], parsed["histogram"]
+    overflows = sum(s.get("Histogram Overflows", []))
+    counted = sum(histogram.values())
+    total = counted + overflows
+    max_us = max(s["Max Latencies"])
+    avgs, mins = s.get("Avg Latencies", [0]), s.get("Min Latencies", [0])
+    return JitterResult(
+        cycles=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
+        p99_us=percentile(histogram, total, 0.99, max_us), p999_us=percentile(histogram, total, 0.999, max_us),
+        max_us=max_us, overflows=overflows, histogram=histogram, cpus=tuple(sorted(p.rt_cpus)),
+        priority=p.rt_priority, load=load, preempt_rt=preempt_rt)
+
+
+def histogram_rows(histogram: dict, rows: int = HISTOGRAM_ROWS) -> list[tuple[str, int]]:
+    """The histogram in `rows` equal-width latency bands up to the highest non-empty bucket."""
+    if not histogram:
+        return []
+    top = max(histogram) + 1
+    width = max(1, -(-top // rows))
+    bands = []
+    for start in range(0, top, width):
+        count = sum(c for lat, c in histogram.items() if start <= lat < start + width)
+        bands.append((f"{start}-{start + width - 1} us", count))
+    return bands
+
+
+def result_text(r: JitterResult) -> str:
+    verdict = "PASS" if r.passed else "FAIL"
+    lines = [f"cyclictest: {r.cycles} cycles at {1_000_000 // INTERVAL_US} Hz on CPUs "
+             f"{format_cpulist(r.cpus)}, SCHED_FIFO {r.priority}, mxrc-rt's limits"
+             + (", under load" if r.load else ""),
+             f"  min {r.min_us} us   avg {r.avg_us} us   p99 {r.p99_us} us   p99.9 {r.p999_us} us   "
+             f"max {r.max_us} us", ""]
+    rows = histogram_rows(r.histogram)
+    peak = max((c for _, c in rows), default=0) or 1
+    for label, count in rows:
+        lines.append(f"  {label:>12} {count:>9}  {'#' * round(40 * count / peak)}")
+    if r.overflows:
+        lines.append(f"  {'>= ' + str(HISTOGRAM_US) + ' us':>12} {r.overflows:>9}")
+    lines.append("")
+    lines.append(f"{verdict}: max {r.max_us} us {'<=' if r.passed else '>'} {SC001_MAX_US} us (SC-001)")
+    if r.preempt_rt is False:
+        lines.append("note: this kernel is not PREEMPT_RT; install linux-image-rt-amd64 for the spec's figure")
+    return "\n".join(lines) + "\n"
+
+
+def result_json(r: JitterResult) -> str:
+    data = dataclasses.asdict(r)
+    data["histogram"] = {str(k): v for k, v in sorted(r.histogram.items())}
+    data["passed"] = r.passed
+    data["limit_us"] = SC001_MAX_US
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _progress(stop: threading.Event, seconds: float, out=sys.stderr) -> None:
+    started, tty, last = time.monotonic(), out.isatty(), -10
+    while not stop.wait(1.0):
+        pct = min(99, int(100 * (time.monotonic() - started) / seconds))
+        if tty:
+            out.write(f"\rmeasuring: {pct:3d}%")
+        elif pct >= last + 10:
+            out.write(f"measuring: {pct}%\n")
+            last = pct
+        out.flush()
+    if tty:
+        out.write("\r" + " " * 20 + "\r")
+
+
+def run(p: plan.Placement, cycles: int, load: bool, preempt_rt: bool | None, online_cpus: int) -> JitterResult:
+    if not shutil.which("cyclictest"):
+        raise JitterError("cyclictest not found: apt install rt-tests")
+    tag = f"{os.getpid()}"
+    load_unit = f"mxrc-jitter-load-{tag}"
+    if load:
+        subprocess.run(load_command(p, load_unit, online_cpus), check=True)
+    stop = threading.Event()
+    ticker = threading.Thread(target=_progress, args=(stop, cycles * INTERVAL_US / 1e6), daemon=True)
+    ticker.start()
+    try:
+        proc = subprocess.run(command(p, cycles, f"mxrc-jitter-{tag}"), capture_output=True, text=True)
+    finally:
+        stop.set()
+        ticker.join()
+        if load:
+            subprocess.run(["systemctl", "stop", f"{load_unit}.service"], capture_output=True)
+    if proc.returncode != 0:
+        raise JitterError(f"cyclictest failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return result_from(parse_cyclictest(proc.stdout), p, load, preempt_rt)

@@ -1,0 +1,85 @@
+"""The operator commands on a running robot: doctor, jitter, boot-time, deps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from mxrc_install import apply, boottime, deps, doctor, jitter, live
+from mxrc_install.commands import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, current_plan, load_config
+from mxrc_install.sysroot import SysRoot
+
+
+class NotLive(Exception):
+    pass
+
+
+def _require_running_system(root: SysRoot, what: str) -> None:
+    if not root.systemd_running():
+        raise NotLive(f"{what} checks a running system: run it on the robot itself (not with --root, "
+                      "not in a chroot or image build)")
+
+
+def doctor_command(root: SysRoot, as_json: bool) -> int:
+    _require_running_system(root, "doctor")
+    _, result = current_plan(root)
+    checks = doctor.run_checks(result, live.gather(result.placement))
+    print(doctor.render_json(checks) if as_json else doctor.render_text(checks), end="")
+    return doctor.exit_code(checks)
+
+
+def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool) -> int:
+    _require_running_system(root, "jitter")
+    if os.geteuid() != 0:
+        raise NotLive("jitter starts a transient SCHED_FIFO unit: run it as root")
+    facts, result = current_plan(root)
+    measured = jitter.run(result.placement, cycles, load, facts.preempt_rt, len(facts.cpus.online))
+    print(jitter.result_json(measured) if as_json else jitter.result_text(measured), end="")
+    return EXIT_OK if measured.passed else EXIT_ERROR
+
+
+def boot_time_record(root: SysRoot, label: str, if_absent: bool) -> int:
+    _require_running_system(root, "boot-time record")
+    records = boottime.read_records(root)
+    if if_absent and any(r.label == label for r in records):
+        print(f"mxrc-systemd: a {label!r} boot is already recorded; kept")
+        return EXIT_OK
+    record = live.boot_record(root, label, load_config(root).boot_optimize)
+    apply.write_atomic(root.path(boottime.RECORDS), boottime.render_records(boottime.with_record(records, record)))
+    ready = "not started at boot" if record.ready_seconds is None else f"MXRC ready {record.ready_seconds:.3f} s"
+    print(f"mxrc-systemd: recorded boot {record.boot_id[:12]} as {label!r} "
+          f"(optimize={'yes' if record.optimized else 'no'}, {ready} after userspace start)")
+    return EXIT_OK
+
+
+def boot_time_show(root: SysRoot, as_json: bool) -> int:
+    records = boottime.read_records(root)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
+    else:
+        print(boottime.records_text(records), end="")
+    return EXIT_OK
+
+
+def boot_time_compare(root: SysRoot, before_id: str | None, after_id: str | None, as_json: bool) -> int:
+    before, after = boottime.choose_pair(boottime.read_records(root), before_id, after_id)
+    if before is None or after is None:
+        missing = "an unoptimised boot (before)" if before is None else "an optimised boot (after)"
+        print(f"mxrc-systemd: no {missing} with the MXRC services started at boot is recorded.\n"
+              "  To measure: mxrc-systemd config boot.optimize=no && mxrc-systemd apply && reboot;\n"
+              "  then: mxrc-systemd config boot.optimize=yes && mxrc-systemd apply && reboot;\n"
+              "  then: mxrc-systemd boot-time compare")
+        return EXIT_WARNINGS
+    c = boottime.comparison(before, after)
+    print(json.dumps(c, indent=2) if as_json else boottime.comparison_text(c), end="\n" if as_json else "")
+    return EXIT_OK if c["sc006_met"] else EXIT_WARNINGS
+
+
+def deps_command(root: SysRoot, as_json: bool) -> int:
+    records = [r for r in boottime.read_records(root) if r.units]
+    durations = records[-1].units if records else None
+    a = deps.analyse(root, durations)
+    print(json.dumps(dataclasses.asdict(a), indent=2) if as_json else deps.analysis_text(a),
+          end="\n" if as_json else "")
+    return EXIT_ERROR if a.cycles else EXIT_OK

@@ -1,0 +1,178 @@
+"""boot-time records and comparison, dependency analysis, cyclictest parsing: the pure parts."""
+
+import json
+
+import pytest
+from sysroots import Hardware, build
+
+from mxrc_install import boottime, deps, jitter, names, plan, probe
+from mxrc_install.sysroot import SysRoot
+
+# -- boot-time ----------------------------------------------------------------
+
+MANAGER = {"UserspaceTimestampMonotonic": "2000000", "FinishTimestampMonotonic": "9000000"}
+
+
+def shown(**starts_and_readies):
+    return {u: {"InactiveExitTimestampMonotonic": str(s), "ActiveEnterTimestampMonotonic": str(r)}
+            for u, (s, r) in starts_and_readies.items()}
+
+
+AT_BOOT = shown(**{names.NONRT: (3_000_000, 3_500_000), names.RT: (3_600_000, 4_100_000),
+                   names.MONITOR: (3_000_000, 4_400_000)})
+
+
+def record(boot_id, ready, optimized, label="boot", units=None):
+    return boottime.BootRecord(boot_id, label, optimized, "2026-11-26T00:00:00+00:00",
+                               units or {names.RT: 0.5}, ready, 7.0)
+
+
+def test_measure_per_unit_and_ready_after_userspace():
+    per_unit, ready, userspace = boottime.measure(AT_BOOT, MANAGER)
+    assert per_unit == {names.NONRT: 0.5, names.RT: 0.5, names.MONITOR: 1.4}
+    assert ready == 2.4 and userspace == 7.0
+
+
+def test_a_unit_restarted_after_boot_gives_no_ready_time():
+    units = dict(AT_BOOT)
+    units[names.RT] = {"InactiveExitTimestampMonotonic": "60000000", "ActiveEnterTimestampMonotonic": "60500000"}
+    per_unit, ready, _ = boottime.measure(units, MANAGER)
+    assert names.RT not in per_unit and ready is None
+
+
+def test_boot_still_in_progress_counts_as_at_boot():
+    _, ready, userspace = boottime.measure(AT_BOOT, {"UserspaceTimestampMonotonic": "2000000",
+                                                     "FinishTimestampMonotonic": "0"})
+    assert ready == 2.4 and userspace is None
+
+
+def test_records_roundtrip_replace_same_boot_and_skip_torn_lines():
+    a, b = record("aaa", 5.0, False, "before"), record("bbb", 3.0, True)
+    text = boottime.render_records([a, b]) + '{"torn": \n'
+    parsed = boottime.parse_records(text)
+    assert parsed == [a, b]
+    again = boottime.with_record(parsed, record("bbb", 2.0, True))
+    assert [r.ready_seconds for r in again] == [5.0, 2.0]
+
+
+def test_compare_picks_baseline_and_newest_optimised_boot():
+    records = [record("aaa", 5.0, False, "before"), record("bbb", 4.0, False), record("ccc", 3.0, True),
+               record("ddd", 3.2, True), record("eee", None, True)]
+    before, after = boottime.choose_pair(records)
+    assert (before.boot_id, after.boot_id) == ("aaa", "ddd")
+    c = boottime.comparison(before, after)
+    assert c["ready"]["change_percent"] == -36.0 and c["sc006_met"]
+    assert "SC-006 (-30% or better): met" in boottime.comparison_text(c)
+    assert boottime.choose_pair(records, before_id="bb", after_id="cc")[0].boot_id == "bbb"
+
+
+def test_compare_without_an_optimised_boot_finds_no_pair():
+    assert boottime.choose_pair([record("aaa", 5.0, False, "before")])[1] is None
+
+
+def test_small_gain_does_not_meet_sc006():
+    c = boottime.comparison(record("a", 5.0, False), record("b", 4.0, True))
+    assert c["ready"]["change_percent"] == -20.0 and not c["sc006_met"]
+
+
+# -- deps ---------------------------------------------------------------------
+
+@pytest.fixture
+def machine(tmp_path, repo):
+    root = build(tmp_path, Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True))
+    unitdir = root / "usr/lib/systemd/system"
+    unitdir.mkdir(parents=True)
+    for unit in (repo / "units").glob("mxrc*"):
+        (unitdir / unit.name).write_text(unit.read_text())
+    return root
+
+
+def test_shipped_units_start_in_waves_with_the_rt_chain(machine):
+    a = deps.analyse(SysRoot(machine))
+    assert a.waves[0] == [names.HARDWARE_CHECK]
+    assert a.waves[1] == sorted([names.NONRT, names.MONITOR])   # in parallel
+    assert a.waves[2] == [names.RT] and a.waves[3] == [names.TARGET]
+    assert a.critical_chain == [names.HARDWARE_CHECK, names.NONRT, names.RT, names.TARGET]
+    assert "local-fs.target" in a.waits_for[names.RT]
+    assert not any(a.default_dependencies[u] for u in names.SERVICES)
+    assert a.cycles == []
+
+
+def test_measured_durations_weight_the_chain(machine):
+    a = deps.analyse(SysRoot(machine), {names.HARDWARE_CHECK: 1.0, names.NONRT: 0.2, names.RT: 0.1,
+                                        names.MONITOR: 5.0})
+    assert a.critical_chain == [names.HARDWARE_CHECK, names.MONITOR, names.TARGET]
+    assert a.chain_seconds == 6.0
+
+
+def test_unoptimised_dropin_shows_default_dependencies(machine):
+    d = machine / "etc/systemd/system" / f"{names.RT}.d"
+    d.mkdir(parents=True)
+    (d / "50-mxrc-hardware.conf").write_text("[Unit]\nDefaultDependencies=yes\n")
+    assert deps.analyse(SysRoot(machine)).default_dependencies[names.RT] is True
+
+
+def test_requires_wants_loop_is_listed_with_its_line(machine):
+    d = machine / "etc/systemd/system" / f"{names.NONRT}.d"
+    d.mkdir(parents=True)
+    (d / "override.conf").write_text("[Unit]\nAfter=mxrc-rt.service\nWants=mxrc-rt.service\n")
+    a = deps.analyse(SysRoot(machine))
+    assert a.cycles and "override.conf:2" in " ".join(a.cycles)
+    assert "Dependency loops" in deps.analysis_text(a)
+
+
+# -- jitter -------------------------------------------------------------------
+
+CYCLICTEST = """\
+# /dev/cpu_dma_latency set to 0us
+000000 000000\t000000
+000003 000500\t000400
+000004 000480\t000590
+000005 000010\t000008
+000042 000000\t000002
+# Total: 000000990 000001000
+# Min Latencies: 00003 00003
+# Avg Latencies: 00004 00004
+# Max Latencies: 00005 00042
+# Histogram Overflows: 00000 00000
+# Histogram Overflow at cycle number:
+# Thread 0:
+# Thread 1:
+"""
+
+
+@pytest.fixture
+def placement(tmp_path):
+    hw = Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True, memory_gib=8)
+    return plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, hw)))).placement
+
+
+def test_cyclictest_runs_inside_mxrc_rts_limits(placement):
+    cmd = jitter.command(placement, 10_000, "mxrc-jitter-1")
+    assert cmd[:2] == ["systemd-run", "--unit=mxrc-jitter-1"] and "--wait" in cmd
+    props = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-p"]
+    assert "CPUAffinity=2 3" in props and "CPUSchedulingPriority=80" in props
+    assert "CPUQuota=200%" in props and "LimitMEMLOCK=infinity" in props
+    assert "--loops=10000" in cmd and "--affinity=2-3" in cmd and "--threads=2" in cmd
+
+
+def test_parse_and_summarise(placement):
+    r = jitter.result_from(jitter.parse_cyclictest(CYCLICTEST), placement, False, True)
+    assert (r.min_us, r.max_us, r.avg_us, r.cycles) == (3, 42, 4.0, 1990)
+    assert r.p99_us == 5 and r.p999_us == 42 and r.passed
+    text = jitter.result_text(r)
+    assert "PASS: max 42 us <= 50 us" in text and "p99 5 us" in text
+    data = json.loads(jitter.result_json(r))
+    assert data["histogram"]["4"] == 1070 and data["passed"]
+
+
+def test_over_the_bar_fails_and_generic_kernel_is_named(placement):
+    text = CYCLICTEST.replace("# Max Latencies: 00005 00042", "# Max Latencies: 00005 00120")
+    r = jitter.result_from(jitter.parse_cyclictest(text), placement, True, False)
+    out = jitter.result_text(r)
+    assert not r.passed and "FAIL: max 120 us > 50 us" in out and "not PREEMPT_RT" in out and "under load" in out
+
+
+def test_truncated_output_is_an_error():
+    with pytest.raises(jitter.JitterError, match="no summary"):
+        jitter.parse_cyclictest("000001 000010\n")
