@@ -32,7 +32,8 @@ class JitterError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class JitterResult:
-    cycles: int
+    cycles: int              # per RT CPU
+    samples: int             # all threads
     min_us: int
     avg_us: float
     p99_us: int
@@ -115,7 +116,7 @@ def result_from(parsed: dict, p: plan.Placement, load: bool, preempt_rt: bool | 
     max_us = max(s["Max Latencies"])
     avgs, mins = s.get("Avg Latencies", [0]), s.get("Min Latencies", [0])
     return JitterResult(
-        cycles=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
+        cycles=total // max(1, len(p.rt_cpus)), samples=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
         p99_us=percentile(histogram, total, 0.99, max_us), p999_us=percentile(histogram, total, 0.999, max_us),
         max_us=max_us, overflows=overflows, histogram=histogram, cpus=tuple(sorted(p.rt_cpus)),
         priority=p.rt_priority, load=load, preempt_rt=preempt_rt)
@@ -136,7 +137,7 @@ def histogram_rows(histogram: dict, rows: int = HISTOGRAM_ROWS) -> list[tuple[st
 
 def result_text(r: JitterResult) -> str:
     verdict = "PASS" if r.passed else "FAIL"
-    lines = [f"cyclictest: {r.cycles} cycles at {1_000_000 // INTERVAL_US} Hz on CPUs "
+    lines = [f"cyclictest: {r.cycles} cycles per CPU at {1_000_000 // INTERVAL_US} Hz on CPUs "
              f"{format_cpulist(r.cpus)}, SCHED_FIFO {r.priority}, mxrc-rt's limits"
              + (", under load" if r.load else ""),
              f"  min {r.min_us} us   avg {r.avg_us} us   p99 {r.p99_us} us   p99.9 {r.p999_us} us   "
