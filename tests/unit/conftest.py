@@ -46,3 +46,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 @pytest.fixture
 def repo():
     return REPO
+
+
+@pytest.fixture
+def machine(tmp_path, repo):
+    """A spec robot (4 CPUs, isolcpus=2-3, PREEMPT_RT) with the shipped units installed."""
+    from sysroots import Hardware, build
+    root = build(tmp_path, Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True))
+    unitdir = root / "usr/lib/systemd/system"
+    unitdir.mkdir(parents=True)
+    for unit in (repo / "units").glob("mxrc*"):
+        (unitdir / unit.name).write_text(unit.read_text())
+    return root

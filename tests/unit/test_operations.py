@@ -77,16 +77,6 @@ def test_small_gain_does_not_meet_sc006():
 
 # -- deps ---------------------------------------------------------------------
 
-@pytest.fixture
-def machine(tmp_path, repo):
-    root = build(tmp_path, Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True))
-    unitdir = root / "usr/lib/systemd/system"
-    unitdir.mkdir(parents=True)
-    for unit in (repo / "units").glob("mxrc*"):
-        (unitdir / unit.name).write_text(unit.read_text())
-    return root
-
-
 def test_shipped_units_start_in_waves_with_the_rt_chain(machine):
     a = deps.analyse(SysRoot(machine))
     assert a.waves[0] == [names.HARDWARE_CHECK]

@@ -7,16 +7,6 @@ from mxrc_install import plan, probe, unitgraph
 from mxrc_install.sysroot import SysRoot
 
 
-@pytest.fixture
-def machine(tmp_path, repo):
-    root = build(tmp_path, Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True))
-    unitdir = root / "usr/lib/systemd/system"
-    unitdir.mkdir(parents=True)
-    for unit in (repo / "units").glob("mxrc*"):
-        (unitdir / unit.name).write_text(unit.read_text())
-    return root
-
-
 def dropin(root, unit, text, name="override.conf"):
     path = root / "etc/systemd/system" / f"{unit}.d" / name
     path.parent.mkdir(parents=True, exist_ok=True)
