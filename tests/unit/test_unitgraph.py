@@ -1,7 +1,6 @@
 """Dependency loops among the MXRC units, including ones an admin's drop-in creates."""
 
 import pytest
-from sysroots import Hardware, build
 
 from mxrc_install import plan, probe, unitgraph
 from mxrc_install.sysroot import SysRoot
