@@ -10,11 +10,12 @@ import sys
 import threading
 import time
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 
 from mxrc_install import names
 from mxrc_monitor.collector import SnapshotCollector
 from mxrc_monitor.monitor import Monitor
+from mxrc_monitor.serve import Exposition, make_server
 from mxrc_monitor.systemd_bus import SystemdBus
 from mxrc_runtime.notify import notify, watchdog_interval
 
@@ -80,16 +81,18 @@ def main(argv=None) -> int:
     collector.publish(monitor.refresh())
     REGISTRY.register(collector)
     try:
-        start_http_server(args.port, addr=args.listen)
+        server = make_server(args.listen, args.port, Exposition(REGISTRY, lambda: collector.snapshot))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s; choose another address or port "
                   "(dpkg-reconfigure mxrc-systemd, or mxrc-systemd config monitor.port=N)",
                   args.listen, args.port, exc)
         return 1
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     notify("READY=1", f"STATUS=serving {args.listen}:{args.port}, {len(units)} units")
     log.info("serving metrics for %s on %s:%d", ", ".join(units), args.listen, args.port)
     serve(monitor, collector, stop)
     notify("STOPPING=1")
+    server.shutdown()
     return 0

@@ -297,3 +297,47 @@ def test_properties_changed_body_is_unwrapped():
 def test_sample_absent_cgroup_is_none(tmp_path):
     assert cgroup.sample(tmp_path / "nope") is None
     assert cgroup.parse_cpu_stat("user_usec 1\n") is None
+
+
+# -- serving ------------------------------------------------------------------
+
+def test_metrics_rendered_once_per_snapshot(rig):
+    from mxrc_monitor.serve import Exposition
+    monitor, _, _ = rig
+    collector = SnapshotCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    exposition = Exposition(registry, lambda: collector.snapshot)
+    collector.publish(monitor.refresh())
+    first = exposition.body()
+    assert exposition.body() is first and exposition.renders == 1
+    collector.publish(monitor.refresh())
+    exposition.body()
+    assert exposition.renders == 2 and b'systemd_unit_restart_total{name="mxrc-rt.service"}' in first
+
+
+def test_http_server_serves_metrics_landing_page_and_404(rig):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from mxrc_monitor.serve import Exposition, make_server
+    monitor, _, _ = rig
+    collector = SnapshotCollector()
+    collector.publish(monitor.refresh())
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server = make_server("127.0.0.1", 0, Exposition(registry, lambda: collector.snapshot))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(base + "/metrics") as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert b"systemd_unit_state" in resp.read()
+        with urllib.request.urlopen(base + "/") as resp:
+            assert b'href="/metrics"' in resp.read()
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(base + "/nope")
+    finally:
+        server.shutdown()
+        server.server_close()
