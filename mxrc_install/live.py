@@ -68,8 +68,10 @@ def kills_this_boot(unit: str) -> dict:
 
 def fetch_metrics(listen: str, port: int) -> tuple[str | None, str]:
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(listen, f"[{listen}]" if ":" in listen else listen)
+    # The exporter is on this machine: never through an http_proxy from the environment.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+        with direct.open(f"http://{host}:{port}/metrics", timeout=5) as resp:
             return resp.read().decode(errors="replace"), ""
     except (OSError, urllib.error.URLError) as exc:
         return None, str(exc)

@@ -330,14 +330,15 @@ def test_http_server_serves_metrics_landing_page_and_404(rig):
     server = make_server("127.0.0.1", 0, Exposition(registry, lambda: collector.snapshot))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pybuild sets http_proxy
     try:
-        with urllib.request.urlopen(base + "/metrics") as resp:
+        with direct.open(base + "/metrics") as resp:
             assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             assert b"systemd_unit_state" in resp.read()
-        with urllib.request.urlopen(base + "/") as resp:
+        with direct.open(base + "/") as resp:
             assert b'href="/metrics"' in resp.read()
         with pytest.raises(urllib.error.HTTPError, match="404"):
-            urllib.request.urlopen(base + "/nope")
+            direct.open(base + "/nope")
     finally:
         server.shutdown()
         server.server_close()
