@@ -61,19 +61,20 @@ def _timespan(seconds: int) -> str:
 
 def expected_properties(p: plan.Placement) -> dict:
     """unit -> {property: value as systemctl show prints it}: the plan and the spec's FRs."""
-    rt_cpus = " ".join(map(str, sorted(p.rt_cpus)))
-    nonrt_cpus = " ".join(map(str, sorted(p.nonrt_cpus)))
+    # systemctl show prints CPU and node sets as ranges separated by spaces ("0-1 4").
+    rt_cpus = format_cpulist(p.rt_cpus).replace(",", " ")
+    nonrt_cpus = format_cpulist(p.nonrt_cpus).replace(",", " ")
     common = {"Restart": "on-failure", "RestartUSec": "5s", "StartLimitBurst": "5",
               "StartLimitIntervalUSec": "1min", "WatchdogUSec": _timespan(p.watchdog_sec),
               "User": "mxrc", "MemoryMax": str(p.memory_max)}
     rt = {**common, "CPUAffinity": rt_cpus, "CPUSchedulingPriority": str(p.rt_priority),
-          "NUMAPolicy": "bind", "NUMAMask": " ".join(map(str, sorted(p.numa_nodes))), "IOWeight": "500"}
+          "NUMAPolicy": "bind", "NUMAMask": format_cpulist(p.numa_nodes).replace(",", " "), "IOWeight": "500"}
     if p.cpu_quota_percent % 100 == 0:  # other quotas print with fractions that vary by version
         rt["CPUQuotaPerSecUSec"] = _timespan(p.cpu_quota_percent // 100)
     return {
         names.RT: rt,
         names.NONRT: {**common, "CPUAffinity": nonrt_cpus, "IOWeight": "100"},
-        names.MONITOR: {"CPUAffinity": nonrt_cpus, "DynamicUser": "yes", "Type": "notify"},
+        names.MONITOR: {"CPUAffinity": nonrt_cpus, "User": "mxrc-monitor", "Type": "notify"},
     }
 
 

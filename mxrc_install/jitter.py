@@ -63,7 +63,8 @@ def unit_properties(p: plan.Placement) -> list[str]:
 
 def command(p: plan.Placement, cycles: int, unit: str) -> list[str]:
     cpus = format_cpulist(p.rt_cpus)
-    cyclictest = ["cyclictest", "--mlockall", "--quiet", "--nanosleep", f"--priority={p.rt_priority}",
+    # clock_nanosleep is cyclictest's only mode since rt-tests 2.0 (--nanosleep is gone).
+    cyclictest = ["cyclictest", "--mlockall", "--quiet", f"--priority={p.rt_priority}",
                   "--policy=fifo", f"--interval={INTERVAL_US}", f"--loops={cycles}", f"--affinity={cpus}",
                   f"--threads={len(p.rt_cpus)}", f"--histogram={HISTOGRAM_US}"]
     run = ["systemd-run", f"--unit={unit}", "--wait", "--pipe", "--quiet", "--collect",
@@ -95,7 +96,8 @@ def parse_cyclictest(text: str) -> dict:
             if total:
                 histogram[int(fields[0])] = histogram.get(int(fields[0]), 0) + total
     if "Max Latencies" not in summary:
-        raise JitterError("cyclictest printed no summary (was it killed, or is it older than rt-tests 1.0?)")
+        head = " | ".join(text.strip().splitlines()[:3])
+        raise JitterError(f"cyclictest printed no summary; it said: {head or 'nothing'}")
     return {"histogram": histogram, "summary": summary}
 
 
@@ -196,4 +198,4 @@ def run(p: plan.Placement, cycles: int, load: bool, preempt_rt: bool | None, onl
             subprocess.run(["systemctl", "stop", f"{load_unit}.service"], capture_output=True)
     if proc.returncode != 0:
         raise JitterError(f"cyclictest failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return result_from(parse_cyclictest(proc.stdout), p, load, preempt_rt)
+    return result_from(parse_cyclictest(proc.stdout + proc.stderr), p, load, preempt_rt)

@@ -14,7 +14,7 @@ import urllib.request
 from mxrc_install import doctor, names, plan
 
 SHOW_PROPERTIES = sorted({"LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
-                          "DropInPaths", "WatchdogUSec", "Type", "DynamicUser"}
+                          "DropInPaths", "WatchdogUSec", "Type"}
                          | {k for props in doctor.expected_properties(
                              plan.Placement(frozenset(), frozenset(), frozenset(), 100, 0, 80, 30,
                                             "127.0.0.1", 9558, True)).values() for k in props})

@@ -97,9 +97,9 @@ def test_rt_process_with_wrong_policy_or_cpus(tmp_path):
 def test_property_drift_names_property_and_plan_value(tmp_path):
     result = make_plan(tmp_path)
     live = healthy(result)
-    live.properties[names.RT]["CPUAffinity"] = "0 1 2 3"
+    live.properties[names.RT]["CPUAffinity"] = "0-3"
     check = by_id(doctor.run_checks(result, live))[f"properties:{names.RT}"]
-    assert check.status == doctor.FAIL and "CPUAffinity=0 1 2 3 (want 2 3)" in check.evidence
+    assert check.status == doctor.FAIL and "CPUAffinity=0-3 (want 2-3)" in check.evidence
 
 
 def test_watchdog_off_fails(tmp_path):

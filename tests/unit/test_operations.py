@@ -164,5 +164,5 @@ def test_over_the_bar_fails_and_generic_kernel_is_named(placement):
 
 
 def test_truncated_output_is_an_error():
-    with pytest.raises(jitter.JitterError, match="no summary"):
+    with pytest.raises(jitter.JitterError, match="no summary; it said: 000001 000010"):
         jitter.parse_cyclictest("000001 000010\n")

@@ -35,26 +35,26 @@ STRIP_SANDBOX = ("mkdir -p /etc/systemd/system/mxrc-rt.service.d && printf '%s\\
                  " && systemctl daemon-reload")
 
 BOOTS = [
-    (testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4096, append="isolcpus=2-3"), [
         ("install", INSTALL),
         ("start", TIME_START),
         ("doctor", WAIT_SERVICES + "; " + DOCTOR),
         ("baseline", "mxrc-systemd boot-time show --json"),
     ]),
-    (testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4096, append="isolcpus=2-3"), [
         ("recorded-before", WAIT_RECORDED),
         ("optimize", "mxrc-systemd config boot.optimize=yes >/dev/null && mxrc-systemd apply; echo rc=$?"),
     ]),
-    (testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4096, append="isolcpus=2-3"), [
         ("recorded-after", WAIT_RECORDED),
         ("compare", "mxrc-systemd boot-time compare --json; echo rc=$?; mxrc-systemd boot-time compare"),
         ("deps", "mxrc-systemd deps --json; echo rc=$?"),
         ("stripped", WAIT_SERVICES + "; " + STRIP_SANDBOX),
     ]),
-    (testbed.Machine(cpus=4, memory_mib=2048, append=""), [
+    (testbed.Machine(cpus=4, memory_mib=4096, append=""), [
         ("no-isolcpus", WAIT_SERVICES + "; " + DOCTOR),
     ]),
-    (testbed.Machine(cpus=4, memory_mib=2048, kernel="rt", append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4096, kernel="rt", append="isolcpus=2-3"), [
         ("jitter", "mxrc-systemd jitter --cycles 10000 --json; echo rc=$?"),
         ("jitter-text", "mxrc-systemd jitter --cycles 1000 --load; echo rc=$?"),
         ("doctor-rt", WAIT_SERVICES + "; " + DOCTOR),
@@ -92,7 +92,8 @@ def not_passed(output: str) -> dict:
 
 
 def test_install(run):
-    assert rc_of(run["install"].output) == 0, run["install"].output
+    # 2: applied, with the warning that this kernel is not PREEMPT_RT.
+    assert rc_of(run["install"].output) in (0, 2), run["install"].output
 
 
 def test_target_starts_every_service_within_10s(run):
@@ -155,8 +156,10 @@ def test_boot_time_compare_measures_before_and_after(run):
 def test_deps_lists_parallel_waves_and_the_chain(run):
     a = json_of(run["deps"].output)
     assert ["mxrc-monitor.service", "mxrc-nonrt.service"] in a["waves"]
-    assert a["critical_chain"][-2:] == ["mxrc-rt.service", "mxrc.target"]
-    assert a["chain_seconds"] is not None   # weighted by the recorded boot
+    # Weighted by the recorded boot: whichever service was slowest to get ready leads.
+    chain = a["critical_chain"]
+    assert chain[0] == "mxrc-systemd-hardware.service" and chain[-1] == "mxrc.target", chain
+    assert a["chain_seconds"] is not None
     assert a["cycles"] == [] and rc_of(run["deps"].output) == 0
 
 
