@@ -123,6 +123,9 @@ def test_exporter_serves_unit_metrics(install_run):
     for unit in ("mxrc-rt.service", "mxrc-nonrt.service"):
         assert f'systemd_unit_cpu_seconds_total{{name="{unit}"}}' in metrics
         assert f'systemd_unit_memory_bytes{{name="{unit}"}}' in metrics
+        # States come over the system bus: the exporter's user can connect (systemd 252 and 257).
+        assert f'systemd_unit_state{{name="{unit}",state="active",type="notify"}} 1.0' in metrics
+    assert "mxrc_monitor_dbus_connected 1.0" in metrics
 
 
 def test_stopping_nonrt_stops_rt(install_run):
