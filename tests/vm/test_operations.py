@@ -178,3 +178,10 @@ def test_jitter_reports_on_the_rt_kernel(run):
 def test_jitter_text_under_load(run):
     out = run["jitter-text"].output
     assert "under load" in out and re.search(r"^(PASS|FAIL): max \d+ us", out, re.M), out
+
+
+def test_postinst_records_the_baseline_boot(run):
+    records = json.loads(run["baseline"].output)
+    assert [r["label"] for r in records] == ["before"], records
+    # Installed after this boot started: nothing of MXRC ran at boot yet.
+    assert records[0]["ready_seconds"] is None and records[0]["userspace_seconds"] > 0
