@@ -74,9 +74,11 @@ def run(trixie_image, guest_files):
 
 
 def json_of(output: str):
-    """The JSON document a step printed before its "rc=" line."""
-    text = output[:output.rfind("\nrc=")] if "\nrc=" in output else output
-    return json.loads(text[text.index("{") if text.lstrip().startswith("{") else text.index("["):])
+    """The JSON document a step printed (progress lines before it, "rc=" after it are skipped)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(("{", "[")))
+    end = next((i for i, line in enumerate(lines) if i > start and line.startswith("rc=")), len(lines))
+    return json.loads("\n".join(lines[start:end]))
 
 
 def rc_of(output: str) -> int:
