@@ -35,6 +35,7 @@ SEED_PROPERTIES = {
 START_PROPERTIES = ("WatchdogUSec", "ControlGroup")
 
 BusError = (OSError, ConnectionError, TimeoutError, EOFError)
+MAX_DRAIN = 1000
 
 
 def unit_path(unit: str) -> str:
@@ -129,7 +130,8 @@ class SystemdBus:
         try:
             if not self.signals:
                 self.conn.recv_messages(timeout=max(0.0, timeout))
-            while True:  # drain whatever else is already readable
+            # Drain what is already readable, bounded so a flood cannot starve the tick.
+            for _ in range(MAX_DRAIN):
                 self.conn.recv_messages(timeout=0)
         except TimeoutError:
             pass
