@@ -30,8 +30,11 @@ def parse_memory_max(text: str) -> int | None:
 
 
 def _read(path: Path) -> str | None:
+    # Plain open(): this runs for every unit every second, and pathlib's
+    # read_text costs twice as much for these tiny kernel files.
     try:
-        return path.read_text()
+        with open(path, "rb", buffering=0) as f:
+            return f.read().decode()
     except (FileNotFoundError, NotADirectoryError):
         return None
 

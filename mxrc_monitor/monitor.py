@@ -6,7 +6,6 @@ the reconnect and counting rules are tested without a system bus.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -99,7 +98,7 @@ class Monitor:
             ages = {u: a for u, s in self.states.items()
                     if (a := s.watchdog_ping_age(now_usec)) is not None}
         return Snapshot(
-            units=tuple(copy.deepcopy(s) for s in self.states.values()),
+            units=tuple(s.copy() for s in self.states.values()),
             cgroups=self._sample_cgroups(),
             watchdog_ages=ages,
             errors_total=self.errors,

@@ -80,6 +80,10 @@ class UnitState:
             self.restarts_total += now - last if now >= last else now
         self.n_restarts = now
 
+    def copy(self) -> "UnitState":
+        """A snapshot of this state (its only mutable field is the failures dict)."""
+        return dataclasses.replace(self, failures_total=dict(self.failures_total))
+
     def watchdog_ping_age(self, monotonic_usec: int) -> float | None:
         """Seconds since the last WATCHDOG=1 (or since start), while the watchdog is armed."""
         if not self.watchdog_usec or not self.watchdog_timestamp_usec or self.active_state != "active":

@@ -342,3 +342,13 @@ def test_http_server_serves_metrics_landing_page_and_404(rig):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_published_snapshot_does_not_change_afterwards(rig):
+    monitor, bus, _ = rig
+    first = monitor.refresh()
+    watchdog_kill(bus, restarts_after=1)
+    monitor.listen(0)
+    monitor.refresh()
+    rt = next(u for u in first.units if u.name == RT)
+    assert rt.restarts_total == 0 and rt.failures_total["watchdog"] == 0 and rt.active_state == "active"
