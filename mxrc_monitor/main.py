@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from prometheus_client import REGISTRY
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, REGISTRY
 
 from mxrc_install import names
 from mxrc_monitor.collector import SnapshotCollector
@@ -80,6 +80,10 @@ def main(argv=None) -> int:
     monitor.connect()
     collector.publish(monitor.refresh())
     REGISTRY.register(collector)
+    # process_* (the exporter's own CPU, memory, fds) stays; Python's gc and
+    # platform details are not worth rendering every second on a robot.
+    for default in (GC_COLLECTOR, PLATFORM_COLLECTOR):
+        REGISTRY.unregister(default)
     try:
         server = make_server(args.listen, args.port, Exposition(REGISTRY, lambda: collector.snapshot))
     except OSError as exc:
