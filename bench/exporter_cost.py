@@ -140,7 +140,9 @@ def main() -> int:
                + max(0, peer["dbus_extra_cpu_ms_per_s"])), 3),
         "goal": "exporter CPU <= 0.3x node_exporter's, scrape p99 < 5 ms",
     }
-    summary["goal_met"] = summary["exporter_cpu_ratio"] <= 0.3 and mine["scrape_ms_p99"] < 5
+    summary["cpu_goal_met"] = summary["exporter_cpu_ratio"] <= 0.3
+    # Under TCG every latency is tens of times a robot's: bench/scrape_latency.py judges p99 natively.
+    summary["p99_goal_met_in_this_vm"] = mine["scrape_ms_p99"] < 5
     node_version = sh("/usr/bin/prometheus-node-exporter", "--version").splitlines()[0]
     print(json.dumps({"duration_s": DURATION, "scrape_interval_s": INTERVAL, "units": UNITS_RE,
                       "node_exporter": node_version, "node_exporter_args": NODE_ARGS[1:],
