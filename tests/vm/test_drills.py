@@ -114,11 +114,7 @@ STEPS = [(name, PRELUDE + cmd) for name, cmd in STEPS]
 @pytest.fixture(scope="module")
 def drills(trixie_image, guest_files):
     machine = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
-
-    def scenario():
-        with testbed.VM(trixie_image, machine, guest_files) as vm:
-            return vm.boot(STEPS, timeout=1500)
-    return testbed.run_scenario(scenario)
+    return testbed.run_scenario(lambda: testbed.run_steps(trixie_image, machine, STEPS, guest_files, 1500))
 
 
 def values(output: str) -> dict[str, str]:

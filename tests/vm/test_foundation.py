@@ -34,11 +34,7 @@ def trixie(trixie_image, guest_files):
 
 @pytest.fixture(scope="module")
 def bookworm(bookworm_image, guest_files):
-
-    def scenario():
-        with testbed.VM(bookworm_image, RT_MACHINE, guest_files) as vm:
-            return vm.boot(INSTALL + PURGE)
-    return testbed.run_scenario(scenario)
+    return testbed.run_scenario(lambda: testbed.run_steps(bookworm_image, RT_MACHINE, INSTALL + PURGE, guest_files))
 
 
 def run_for(request, trixie_boot: int):

@@ -71,11 +71,7 @@ STEPS = [(name, PRELUDE + cmd) for name, cmd in STEPS]
 def run(observability_image, guest_files):
     files = {**guest_files, "metrics_probe.py": Path(__file__).parent / "guest/metrics_probe.py"}
     machine = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
-
-    def scenario():
-        with testbed.VM(observability_image, machine, files) as vm:
-            return vm.boot(STEPS, timeout=1200)
-    return testbed.run_scenario(scenario)
+    return testbed.run_scenario(lambda: testbed.run_steps(observability_image, machine, STEPS, files, 1200))
 
 
 def query_value(text: str, key: str) -> float:
