@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from mxrc_install import apply, config, names, plan, probe, report
+from mxrc_install import apply, config, doctor, names, plan, probe, report
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.sysroot import SysRoot
 
@@ -101,17 +101,6 @@ def boot_check(root: SysRoot) -> int:
     return EXIT_WARNINGS
 
 
-# (unit, systemctl property, how the plan's value reads there)
-LIVE_CHECKS = (
-    ("mxrc-rt.service", "CPUAffinity", lambda p: format_cpulist(p.rt_cpus).replace(",", " ")),
-    ("mxrc-rt.service", "CPUSchedulingPriority", lambda p: str(p.rt_priority)),
-    ("mxrc-rt.service", "NUMAMask", lambda p: format_cpulist(p.numa_nodes)),
-    ("mxrc-rt.service", "WatchdogUSec", lambda p: f"{p.watchdog_sec}s" if p.watchdog_sec < 60
-     else f"{p.watchdog_sec // 60}min" + (f" {p.watchdog_sec % 60}s" if p.watchdog_sec % 60 else "")),
-    ("mxrc-nonrt.service", "CPUAffinity", lambda p: format_cpulist(p.nonrt_cpus).replace(",", " ")),
-)
-
-
 def verify(root: SysRoot) -> int:
     _, result = current_plan(root)
     problems = 0
@@ -121,10 +110,10 @@ def verify(root: SysRoot) -> int:
         problems += not ok
         print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
     if root.systemd_running():
-        for unit, prop, expected in LIVE_CHECKS:
+        for unit, prop, want in ((u, k, v) for u, props in doctor.planned_properties(result.placement).items()
+                                 for k, v in props.items()):
             value = subprocess.run(["systemctl", "show", "-p", prop, "--value", unit],
                                    capture_output=True, text=True).stdout.strip()
-            want = expected(result.placement)
             ok = value == want
             problems += not ok
             print(f"{'PASS' if ok else 'FAIL'} {unit} {prop}={value}" + (

@@ -59,6 +59,20 @@ def _timespan(seconds: int) -> str:
     return f"{m}min" + (f" {s}s" if s else "")
 
 
+# Every property expected_properties() may name: what live.gather asks systemctl for.
+PROPERTY_NAMES = frozenset({
+    "Restart", "RestartUSec", "StartLimitBurst", "StartLimitIntervalUSec", "WatchdogUSec", "User", "MemoryMax",
+    "CPUAffinity", "CPUSchedulingPriority", "NUMAPolicy", "NUMAMask", "IOWeight", "CPUQuotaPerSecUSec", "Type"})
+# The subset the plan decides per machine: what `mxrc-systemd verify` compares.
+PLANNED = {names.RT: ("CPUAffinity", "CPUSchedulingPriority", "NUMAMask", "WatchdogUSec"),
+           names.NONRT: ("CPUAffinity",)}
+
+
+def planned_properties(p: plan.Placement) -> dict:
+    full = expected_properties(p)
+    return {unit: {k: full[unit][k] for k in keys} for unit, keys in PLANNED.items()}
+
+
 def expected_properties(p: plan.Placement) -> dict:
     """unit -> {property: value as systemctl show prints it}: the plan and the spec's FRs."""
     # systemctl show prints CPU and node sets as ranges separated by spaces ("0-1 4").

@@ -6,18 +6,16 @@ returns is plain data that the pure modules judge.
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import urllib.error
 import urllib.request
 
-from mxrc_install import doctor, names, plan
+from mxrc_install import boottime, doctor, names, plan
 
 SHOW_PROPERTIES = sorted({"LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
-                          "DropInPaths", "WatchdogUSec", "Type"}
-                         | {k for props in doctor.expected_properties(
-                             plan.Placement(frozenset(), frozenset(), frozenset(), 100, 0, 80, 30,
-                                            "127.0.0.1", 9558, True)).values() for k in props})
+                          "DropInPaths"} | doctor.PROPERTY_NAMES)
 POLICIES = {os.SCHED_OTHER: "other", os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr",
             os.SCHED_BATCH: "batch", os.SCHED_IDLE: "idle"}
 
@@ -98,9 +96,6 @@ def gather(placement: plan.Placement) -> doctor.LiveState:
 
 def boot_record(root, label: str, optimized: bool):
     """This boot's record, read from systemd now."""
-    import datetime
-
-    from mxrc_install import boottime
     units = show(list(names.SERVICES), boottime.UNIT_PROPERTIES)
     manager = parse_show(_run("systemctl", "show", "-p", ",".join(boottime.MANAGER_PROPERTIES)))
     per_unit, ready, userspace = boottime.measure(units, manager[0] if manager else {})

@@ -155,3 +155,11 @@ def test_parse_journald_config(text, settings):
 def test_parse_exposure():
     assert doctor.parse_exposure("→ Overall exposure level for mxrc-rt.service: 1.3 OK 🙂") == 1.3
     assert doctor.parse_exposure("Unit mxrc-rt.service not found.") is None
+
+
+def test_every_expected_property_is_asked_of_systemctl(tmp_path):
+    placement = make_plan(tmp_path).placement
+    named = {k for props in doctor.expected_properties(placement).values() for k in props}
+    assert named <= doctor.PROPERTY_NAMES
+    assert doctor.planned_properties(placement)[names.RT] == {
+        "CPUAffinity": "2-3", "CPUSchedulingPriority": "80", "NUMAMask": "0", "WatchdogUSec": "30s"}
