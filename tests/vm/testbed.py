@@ -52,7 +52,7 @@ PACKAGE_DEPENDENCIES = (
     "python3-distro", "python3-cpuinfo", "python3-pyudev",
 )
 
-# The peers the exporter is judged against (tests/vm/test_monitor.py, bench/):
+# The peers the exporter is judged against (tests/vm/test_exporter.py, bench/):
 # a real Prometheus server and node_exporter's systemd collector.
 OBSERVABILITY_PACKAGES = ("prometheus", "prometheus-node-exporter")
 
