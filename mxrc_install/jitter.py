@@ -32,7 +32,7 @@ class JitterError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class JitterResult:
-    cycles: int              # per RT CPU
+    cycles: int              # loops of the thread that finished (cyclictest stops the others then)
     samples: int             # all threads
     min_us: int
     avg_us: float
@@ -118,7 +118,7 @@ def result_from(parsed: dict, p: plan.Placement, load: bool, preempt_rt: bool | 
     max_us = max(s["Max Latencies"])
     avgs, mins = s.get("Avg Latencies", [0]), s.get("Min Latencies", [0])
     return JitterResult(
-        cycles=total // max(1, len(p.rt_cpus)), samples=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
+        cycles=max(s.get("Total", [total // max(1, len(p.rt_cpus))])), samples=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
         p99_us=percentile(histogram, total, 0.99, max_us), p999_us=percentile(histogram, total, 0.999, max_us),
         max_us=max_us, overflows=overflows, histogram=histogram, cpus=tuple(sorted(p.rt_cpus)),
         priority=p.rt_priority, load=load, preempt_rt=preempt_rt)

@@ -46,6 +46,10 @@ def boot_time_record(root: SysRoot, label: str, if_absent: bool) -> int:
         print(f"mxrc-systemd: a {label!r} boot is already recorded; kept")
         return EXIT_OK
     record = live.boot_record(root, label, load_config(root).boot_optimize)
+    if label == "boot" and record.ready_seconds is None:
+        # Started by hand after the boot (or partly): it says nothing about booting.
+        print("mxrc-systemd: the MXRC services were not started by this boot; nothing recorded")
+        return EXIT_OK
     apply.write_atomic(root.path(boottime.RECORDS), boottime.render_records(boottime.with_record(records, record)))
     ready = "not started at boot" if record.ready_seconds is None else f"MXRC ready {record.ready_seconds:.3f} s"
     print(f"mxrc-systemd: recorded boot {record.boot_id[:12]} as {label!r} "
