@@ -110,6 +110,15 @@ def percentile(histogram: dict, total: int, fraction: float, overflow_value: int
     return overflow_value
 
 
+def _cycles(summary: dict, samples: int, threads: int) -> int:
+    """Loops of the longest-running thread: its histogram Total plus its overflows (not in Total)."""
+    totals = summary.get("Total")
+    if not totals:
+        return samples // max(1, threads)
+    overflows = summary.get("Histogram Overflows", [0] * len(totals))
+    return max(t + o for t, o in zip(totals, overflows + [0] * len(totals)))
+
+
 def result_from(parsed: dict, p: plan.Placement, load: bool, preempt_rt: bool | None) -> JitterResult:
     s, histogram = parsed["summary"], parsed["histogram"]
     overflows = sum(s.get("Histogram Overflows", []))
@@ -118,7 +127,7 @@ def result_from(parsed: dict, p: plan.Placement, load: bool, preempt_rt: bool | 
     max_us = max(s["Max Latencies"])
     avgs, mins = s.get("Avg Latencies", [0]), s.get("Min Latencies", [0])
     return JitterResult(
-        cycles=max(s.get("Total", [total // max(1, len(p.rt_cpus))])), samples=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
+        cycles=_cycles(s, total, len(p.rt_cpus)), samples=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
         p99_us=percentile(histogram, total, 0.99, max_us), p999_us=percentile(histogram, total, 0.999, max_us),
         max_us=max_us, overflows=overflows, histogram=histogram, cpus=tuple(sorted(p.rt_cpus)),
         priority=p.rt_priority, load=load, preempt_rt=preempt_rt)

@@ -156,6 +156,13 @@ def test_parse_and_summarise(placement):
     assert data["histogram"]["4"] == 1070 and data["passed"]
 
 
+def test_overflows_count_as_cycles(placement):
+    text = (CYCLICTEST.replace("# Total: 000000990 000001000", "# Total: 000000900 000000940")
+            .replace("# Histogram Overflows: 00000 00000", "# Histogram Overflows: 00100 00060"))
+    r = jitter.result_from(jitter.parse_cyclictest(text), placement, False, False)
+    assert r.cycles == 1000 and r.overflows == 160
+
+
 def test_over_the_bar_fails_and_generic_kernel_is_named(placement):
     text = CYCLICTEST.replace("# Max Latencies: 00005 00042", "# Max Latencies: 00005 00120")
     r = jitter.result_from(jitter.parse_cyclictest(text), placement, True, False)
