@@ -34,7 +34,8 @@ SEED_PROPERTIES = {
 # Not signalled by systemd, so re-read when a unit (re)starts.
 START_PROPERTIES = ("WatchdogUSec", "ControlGroup")
 
-BusError = (OSError, ConnectionError, TimeoutError, EOFError)
+# ConnectionError and TimeoutError are OSErrors; EOFError comes from a torn message.
+BusError = (OSError, EOFError)
 MAX_DRAIN = 1000
 
 
