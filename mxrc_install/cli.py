@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
 
-from mxrc_install import __version__, commands, failover, operations, probe, report, steps
-from mxrc_install.config import ConfigError
-from mxrc_install.jitter import JitterError
+from mxrc_install import __version__
+from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
 
-EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = commands.EXIT_OK, commands.EXIT_ERROR, commands.EXIT_WARNINGS
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_WARNINGS", "build_parser", "main"]
+
+
+# Each command imports only what it uses: boot-check runs on the boot's
+# critical path, before the MXRC services, and Python's imports are most of
+# its cost (the operator tools pull in urllib, http.client, email, ...).
+def _module(name: str):
+    return importlib.import_module(f"mxrc_install.{name}")
+
+
+def call(module: str, function: str, *arg_names: str):
+    """A handler calling mxrc_install.MODULE.FUNCTION(sysroot, *args.ARG_NAMES)."""
+    def handler(args) -> int:
+        return getattr(_module(module), function)(args.sysroot, *(getattr(args, n) for n in arg_names))
+    return handler
 
 
 def cmd_probe(args) -> int:
+    probe, report = _module("probe"), _module("report")
     facts = probe.with_live_details(probe.read_facts(args.sysroot), args.sysroot)
     print(report.facts_json(facts) if args.json else report.facts_text(facts), end="")
     return EXIT_OK
 
 
 def cmd_plan(args) -> int:
+    commands, report = _module("commands"), _module("report")
     root = args.sysroot
     _, result = commands.current_plan(root)
     current = {u: root.read_text(report.dropin_path(u)) for u in result.dropins}
@@ -31,46 +47,21 @@ def cmd_plan(args) -> int:
 
 def cmd_configure(args) -> int:
     env = {"MXRC_DPKG_ACTION": args.action or "", "MXRC_DPKG_OLD_VERSION": args.old_version or ""}
-    return steps.run_steps(args.sysroot, env)
+    return _module("steps").run_steps(args.sysroot, env)
 
 
 def cmd_steps(args) -> int:
-    for step in steps.collect_steps(args.sysroot):
+    for step in _module("steps").collect_steps(args.sysroot):
         print(f"{step.name:30} {'enabled' if step.enabled else 'masked':8} {step.path}")
     return EXIT_OK
 
 
-COMMANDS = {
-    "probe": ("show what this machine offers for real-time operation", cmd_probe),
-    "plan": ("show the drop-ins and findings apply would produce; writes nothing", cmd_plan),
-    "apply": ("adapt the MXRC units to this machine (idempotent)",
-              lambda a: commands.run_apply(a.sysroot)),
-    "verify": ("check that the files and the live units match the plan",
-               lambda a: commands.verify(a.sysroot)),
-    "uninstall": ("remove the drop-ins mxrc-systemd wrote (admin files are kept)",
-                  lambda a: commands.uninstall(a.sysroot, a.purge)),
-    "boot-check": ("at boot: apply on first boot or changed hardware (mxrc-systemd-hardware.service)",
-                   lambda a: commands.boot_check(a.sysroot)),
-    "capture": ("copy the files the probes read into DEST, to make a test fixture of this machine",
-                lambda a: commands.capture(a.sysroot, a.dest)),
-    "config": ("show the settings, or change them with KEY=VALUE",
-               lambda a: commands.config_show_or_set(a.sysroot, a.assignments)),
-    "configure": ("run the configure steps (called by the postinst)", cmd_configure),
-    "steps": ("list the configure steps and whether each is enabled", cmd_steps),
-    "failover": ("record a unit's failure (run by mxrc-failover@.service)",
-                 lambda a: failover.handle(a.unit)),
-    "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
-               lambda a: operations.doctor_command(a.sysroot, a.json)),
-    "jitter": ("measure RT latency with cyclictest inside mxrc-rt's placement and limits (SC-001)",
-               lambda a: operations.jitter_command(a.sysroot, a.cycles, a.load, a.json)),
-    "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
-                  None),
-    "deps": ("analyse the MXRC units' dependencies: parallel start, critical chain, loops (FR-022)",
-             lambda a: operations.deps_command(a.sysroot, a.json)),
-}
+def cmd_failover(args) -> int:
+    return _module("failover").handle(args.unit)
 
 
 def cmd_boot_time(args) -> int:
+    operations = _module("operations")
     if args.action == "record":
         return operations.boot_time_record(args.sysroot, args.label, args.if_absent)
     if args.action == "compare":
@@ -78,7 +69,31 @@ def cmd_boot_time(args) -> int:
     return operations.boot_time_show(args.sysroot, args.json)
 
 
-COMMANDS["boot-time"] = (COMMANDS["boot-time"][0], cmd_boot_time)
+COMMANDS = {
+    "probe": ("show what this machine offers for real-time operation", cmd_probe),
+    "plan": ("show the drop-ins and findings apply would produce; writes nothing", cmd_plan),
+    "apply": ("adapt the MXRC units to this machine (idempotent)", call("commands", "run_apply")),
+    "verify": ("check that the files and the live units match the plan", call("commands", "verify")),
+    "uninstall": ("remove the drop-ins mxrc-systemd wrote (admin files are kept)",
+                  call("commands", "uninstall", "purge")),
+    "boot-check": ("at boot: apply on first boot or changed hardware (mxrc-systemd-hardware.service)",
+                   call("commands", "boot_check")),
+    "capture": ("copy the files the probes read into DEST, to make a test fixture of this machine",
+                call("commands", "capture", "dest")),
+    "config": ("show the settings, or change them with KEY=VALUE",
+               call("commands", "config_show_or_set", "assignments")),
+    "configure": ("run the configure steps (called by the postinst)", cmd_configure),
+    "steps": ("list the configure steps and whether each is enabled", cmd_steps),
+    "failover": ("record a unit's failure (run by mxrc-failover@.service)", cmd_failover),
+    "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
+               call("operations", "doctor_command", "json")),
+    "jitter": ("measure RT latency with cyclictest inside mxrc-rt's placement and limits (SC-001)",
+               call("operations", "jitter_command", "cycles", "load", "json")),
+    "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
+                  cmd_boot_time),
+    "deps": ("analyse the MXRC units' dependencies: parallel start, critical chain, loops (FR-022)",
+             call("operations", "deps_command", "json")),
+}
 
 
 def _cycles(value: str) -> int:
@@ -154,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args.sysroot = SysRoot(args.root.resolve())
     try:
         return args.func(args)
-    except (ConfigError, operations.NotLive, JitterError) as exc:
+    except UserError as exc:
         print(f"mxrc-systemd: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except PermissionError as exc:

@@ -7,13 +7,12 @@ import shutil
 import subprocess
 import sys
 
-from mxrc_install import apply, config, doctor, names, plan, probe, report
+from mxrc_install import apply, config, names, plan, probe, report
 from mxrc_install.cpulist import format_cpulist
+from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_ERROR, EXIT_WARNINGS = 0, 1, 2
 
 
 def load_config(root: SysRoot) -> config.Config:
@@ -110,6 +109,7 @@ def verify(root: SysRoot) -> int:
         problems += not ok
         print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
     if root.systemd_running():
+        from mxrc_install import doctor   # only here: boot-check imports this module at boot
         for unit, prop, want in ((u, k, v) for u, props in doctor.planned_properties(result.placement).items()
                                  for k, v in props.items()):
             value = subprocess.run(["systemctl", "show", "-p", prop, "--value", unit],

@@ -13,11 +13,12 @@ import ipaddress
 import re
 
 from mxrc_install.cpulist import CpuListError, parse_cpulist
+from mxrc_install.exits import UserError
 
 CONFIG_PATH = "/etc/mxrc/mxrc-systemd.conf"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     pass
 
 

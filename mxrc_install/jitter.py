@@ -19,6 +19,7 @@ import time
 
 from mxrc_install import plan
 from mxrc_install.cpulist import format_cpulist
+from mxrc_install.exits import UserError
 
 SC001_MAX_US = 50
 INTERVAL_US = 1000        # 1 kHz, as the RT loop
@@ -26,7 +27,7 @@ HISTOGRAM_US = 1000       # buckets 0..999 us; later ones count as overflows
 HISTOGRAM_ROWS = 10       # buckets in the printed histogram
 
 
-class JitterError(Exception):
+class JitterError(UserError):
     pass
 
 

@@ -7,11 +7,12 @@ import json
 import os
 
 from mxrc_install import apply, boottime, deps, doctor, jitter, live
-from mxrc_install.commands import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, current_plan, load_config
+from mxrc_install.commands import current_plan, load_config
+from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
 
 
-class NotLive(Exception):
+class NotLive(UserError):
     pass
 
 

@@ -1,4 +1,9 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from sysroots import Hardware, build
 
 from mxrc_install import cli
 
@@ -58,3 +63,24 @@ def test_usage_errors_exit_1_not_the_warning_code(argv, message, capsys):
         cli.main(argv)
     assert exc.value.code == cli.EXIT_ERROR
     assert message in capsys.readouterr().err
+
+
+# Imports are most of what boot-check costs on the boot's critical path
+# (seconds on a slow CPU): the operator tools' modules must stay out of it.
+BOOT_CHECK_IMPORTS = """
+import sys
+from mxrc_install import cli
+rc = cli.main(["--root", sys.argv[1], "boot-check"])
+heavy = ("mxrc_install.operations", "mxrc_install.live", "mxrc_install.doctor", "mxrc_install.jitter",
+         "mxrc_install.failover", "urllib.request", "http.client")
+print(rc, sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.spawns
+def test_boot_check_does_not_import_the_operator_tools(tmp_path):
+    build(tmp_path, Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True))
+    assert cli.main(["--root", str(tmp_path), "apply"]) == 0
+    out = subprocess.run([sys.executable, "-c", BOOT_CHECK_IMPORTS, str(tmp_path)], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[2]).stdout
+    assert out.splitlines()[-1] == "0 []", out
