@@ -1,9 +1,11 @@
 """Boot-time baselining (US8, SC-006): how long the MXRC services take to come up at boot.
 
 A record per boot: each service's initialisation (InactiveExit -> ActiveEnter,
-what `systemd-analyze blame` shows, also for Type=simple) and the time from
-systemd's start of userspace to the last MXRC service ready, which is what
-DefaultDependencies=no shortens. The postinst records the boot it runs in as
+what `systemd-analyze blame` shows, also for Type=simple), when it started
+and when basic.target was reached (DefaultDependencies=no lets a service
+start before it: US8's "in parallel"), and the time from systemd's start of
+userspace to the last MXRC service ready, which is what the optimisation
+shortens when the boot is not CPU-bound. The postinst records the boot it runs in as
 "before"; mxrc-boot-time.service records every later boot. Pure except
 read_records/save_record, which go through the SysRoot.
 """
@@ -21,6 +23,8 @@ KEEP = 100   # records kept, newest last
 SC006_CHANGE = -30.0  # percent
 UNIT_PROPERTIES = ("InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic")
 MANAGER_PROPERTIES = ("UserspaceTimestampMonotonic", "FinishTimestampMonotonic")
+# What DefaultDependencies=yes orders a service after (US8 scenario 2).
+BASIC_TARGET = "basic.target"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,34 +36,57 @@ class BootRecord:
     units: dict                # unit -> seconds from start to ready, for units started by the boot
     ready_seconds: float | None   # userspace start -> last MXRC service ready; None: not started at boot
     userspace_seconds: float | None   # userspace start -> boot finished (systemd-analyze time)
+    # Added in 0.3; older records lack them.
+    started: dict = dataclasses.field(default_factory=dict)   # unit -> seconds after userspace start
+    basic_target_seconds: float | None = None   # userspace start -> basic.target reached
 
     @property
     def comparable(self) -> bool:
         return self.ready_seconds is not None
 
+    def started_before_basic(self, unit: str) -> bool | None:
+        """Whether the unit started before basic.target was reached: the effect of DefaultDependencies=no."""
+        start = self.started.get(unit)
+        if start is None or self.basic_target_seconds is None:
+            return None
+        return start < self.basic_target_seconds
 
-def measure(units: dict, manager: dict) -> tuple[dict, float | None, float | None]:
-    """(per-unit seconds, ready seconds, userspace seconds) from `systemctl show` values (usec strings).
+
+def _usec(props: dict, name: str) -> int:
+    return int(props.get(name) or 0)
+
+
+def measure(units: dict, manager: dict, basic: dict | None = None) -> dict:
+    """BootRecord's measured fields from `systemctl show` values (usec strings).
 
     A unit started after the boot finished (by hand, or restarted) says
     nothing about the boot and is left out; if any is, there is no ready time.
     """
-    userspace = int(manager.get("UserspaceTimestampMonotonic") or 0)
-    finish = int(manager.get("FinishTimestampMonotonic") or 0)
-    per_unit, ready_at, all_at_boot = {}, 0, True
+    userspace = _usec(manager, "UserspaceTimestampMonotonic")
+    finish = _usec(manager, "FinishTimestampMonotonic")
+
+    def since_userspace(usec: int) -> float | None:
+        return round((usec - userspace) / 1e6, 3) if usec and userspace else None
+
+    per_unit, started, ready_at, all_at_boot = {}, {}, 0, True
     for unit in names.SERVICES:
         props = units.get(unit, {})
-        start = int(props.get("InactiveExitTimestampMonotonic") or 0)
-        ready = int(props.get("ActiveEnterTimestampMonotonic") or 0)
+        start = _usec(props, "InactiveExitTimestampMonotonic")
+        ready = _usec(props, "ActiveEnterTimestampMonotonic")
         at_boot = start > 0 and ready >= start and (finish == 0 or start <= finish)
         if not at_boot:
             all_at_boot = False
             continue
         per_unit[unit] = round((ready - start) / 1e6, 3)
+        started[unit] = since_userspace(start)
         ready_at = max(ready_at, ready)
-    ready_seconds = round((ready_at - userspace) / 1e6, 3) if all_at_boot and per_unit and userspace else None
-    userspace_seconds = round((finish - userspace) / 1e6, 3) if finish and userspace else None
-    return per_unit, ready_seconds, userspace_seconds
+    return {
+        "units": per_unit,
+        "started": {u: s for u, s in started.items() if s is not None},
+        "ready_seconds": since_userspace(ready_at) if all_at_boot and per_unit else None,
+        "userspace_seconds": since_userspace(finish),
+        "basic_target_seconds": since_userspace(_usec(basic or {}, "ActiveEnterTimestampMonotonic")),
+    }
 
 
 def parse_records(text: str | None) -> list[BootRecord]:
@@ -107,9 +134,13 @@ def comparison(before: BootRecord, after: BootRecord) -> dict:
     for unit in names.SERVICES:
         b, a = before.units.get(unit), after.units.get(unit)
         units[unit] = {"before": b, "after": a,
-                       "change_percent": change_percent(b, a) if b is not None and a is not None else None}
+                       "change_percent": change_percent(b, a) if b is not None and a is not None else None,
+                       "started": {"before": before.started.get(unit), "after": after.started.get(unit)},
+                       "started_before_basic_target": {"before": before.started_before_basic(unit),
+                                                       "after": after.started_before_basic(unit)}}
     change = change_percent(before.ready_seconds, after.ready_seconds)
     return {"before": dataclasses.asdict(before), "after": dataclasses.asdict(after), "units": units,
+            "basic_target": {"before": before.basic_target_seconds, "after": after.basic_target_seconds},
             "ready": {"before": before.ready_seconds, "after": after.ready_seconds, "change_percent": change},
             "sc006_met": change <= SC006_CHANGE}
 
@@ -120,20 +151,31 @@ def comparison_text(c: dict) -> str:
 
     def pct(v):
         return "" if v is None else f"{v:+.1f}%"
+
+    def start(v, early):
+        return fmt(v) + ("*" if early else " ")
     b, a = c["before"], c["after"]
     lines = [f"before: boot {b['boot_id'][:12]} ({b['label']}, optimize={'yes' if b['optimized'] else 'no'}, "
              f"{b['recorded_at']})",
              f"after:  boot {a['boot_id'][:12]} ({a['label']}, optimize={'yes' if a['optimized'] else 'no'}, "
              f"{a['recorded_at']})", "",
-             f"{'':28}{'before':>12}{'after':>12}{'change':>10}"]
+             f"{'initialisation':28}{'before':>12}{'after':>12}{'change':>10}"
+             f"{'start, before':>17}{'start, after':>16}"]
     for unit, v in c["units"].items():
-        lines.append(f"{unit:28}{fmt(v['before']):>12}{fmt(v['after']):>12}{pct(v['change_percent']):>10}")
+        early = v["started_before_basic_target"]
+        lines.append(f"{unit:28}{fmt(v['before']):>12}{fmt(v['after']):>12}{pct(v['change_percent']):>10}"
+                     f"{start(v['started']['before'], early['before']):>17}"
+                     f"{start(v['started']['after'], early['after']):>16}")
+    basic = c["basic_target"]
+    lines.append(f"{'basic.target reached':28}{'':34}{start(basic['before'], False):>17}"
+                 f"{start(basic['after'], False):>16}")
     r = c["ready"]
     lines.append(f"{'MXRC ready after userspace':28}{fmt(r['before']):>12}{fmt(r['after']):>12}"
                  f"{pct(r['change_percent']):>10}")
-    lines.append("")
-    lines.append(f"SC-006 (-30% or better): {'met' if c['sc006_met'] else 'NOT met'}")
-    return "\n".join(lines) + "\n"
+    lines += ["", "start: seconds after userspace start; * before basic.target was reached "
+              "(DefaultDependencies=no in effect)",
+              f"SC-006 (-30% or better): {'met' if c['sc006_met'] else 'NOT met'}"]
+    return "".join(line.rstrip() + "\n" for line in lines)
 
 
 def records_text(records: list[BootRecord]) -> str:

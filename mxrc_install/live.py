@@ -96,10 +96,10 @@ def gather(placement: plan.Placement) -> doctor.LiveState:
 
 def boot_record(root, label: str, optimized: bool):
     """This boot's record, read from systemd now."""
-    units = show(list(names.SERVICES), boottime.UNIT_PROPERTIES)
+    units = show([*names.SERVICES, boottime.BASIC_TARGET], boottime.UNIT_PROPERTIES)
     manager = parse_show(_run("systemctl", "show", "-p", ",".join(boottime.MANAGER_PROPERTIES)))
-    per_unit, ready, userspace = boottime.measure(units, manager[0] if manager else {})
+    measured = boottime.measure(units, manager[0] if manager else {}, units[boottime.BASIC_TARGET])
     boot_id = (root.read_text("/proc/sys/kernel/random/boot_id") or "unknown").strip()
     return boottime.BootRecord(boot_id=boot_id, label=label, optimized=optimized,
                                recorded_at=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                               units=per_unit, ready_seconds=ready, userspace_seconds=userspace)
+                               **measured)

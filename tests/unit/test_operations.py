@@ -1,6 +1,7 @@
 """boot-time records and comparison, dependency analysis, cyclictest parsing: the pure parts."""
 
 import json
+import re
 
 import pytest
 from sysroots import Hardware, build
@@ -27,23 +28,33 @@ def record(boot_id, ready, optimized, label="boot", units=None):
                                units or {names.RT: 0.5}, ready, 7.0)
 
 
+BASIC = {"ActiveEnterTimestampMonotonic": "3300000"}
+
+
 def test_measure_per_unit_and_ready_after_userspace():
-    per_unit, ready, userspace = boottime.measure(AT_BOOT, MANAGER)
-    assert per_unit == {names.NONRT: 0.5, names.RT: 0.5, names.MONITOR: 1.4}
-    assert ready == 2.4 and userspace == 7.0
+    m = boottime.measure(AT_BOOT, MANAGER, BASIC)
+    assert m["units"] == {names.NONRT: 0.5, names.RT: 0.5, names.MONITOR: 1.4}
+    assert m["started"] == {names.NONRT: 1.0, names.RT: 1.6, names.MONITOR: 1.0}
+    assert m["ready_seconds"] == 2.4 and m["userspace_seconds"] == 7.0 and m["basic_target_seconds"] == 1.3
+
+
+def test_started_before_basic_target_is_what_the_optimisation_changes():
+    r = boottime.BootRecord("b", "boot", True, "2026-11-26T00:00:00+00:00", **boottime.measure(AT_BOOT, MANAGER, BASIC))
+    assert r.started_before_basic(names.NONRT) is True
+    assert r.started_before_basic(names.RT) is False   # it waits for mxrc-nonrt
+    assert boottime.BootRecord("b", "boot", True, "x", {}, None, None).started_before_basic(names.RT) is None
 
 
 def test_a_unit_restarted_after_boot_gives_no_ready_time():
     units = dict(AT_BOOT)
     units[names.RT] = {"InactiveExitTimestampMonotonic": "60000000", "ActiveEnterTimestampMonotonic": "60500000"}
-    per_unit, ready, _ = boottime.measure(units, MANAGER)
-    assert names.RT not in per_unit and ready is None
+    m = boottime.measure(units, MANAGER)
+    assert names.RT not in m["units"] and names.RT not in m["started"] and m["ready_seconds"] is None
 
 
 def test_boot_still_in_progress_counts_as_at_boot():
-    _, ready, userspace = boottime.measure(AT_BOOT, {"UserspaceTimestampMonotonic": "2000000",
-                                                     "FinishTimestampMonotonic": "0"})
-    assert ready == 2.4 and userspace is None
+    m = boottime.measure(AT_BOOT, {"UserspaceTimestampMonotonic": "2000000", "FinishTimestampMonotonic": "0"})
+    assert m["ready_seconds"] == 2.4 and m["userspace_seconds"] is None and m["basic_target_seconds"] is None
 
 
 def test_records_roundtrip_replace_same_boot_and_skip_torn_lines():
@@ -55,6 +66,13 @@ def test_records_roundtrip_replace_same_boot_and_skip_torn_lines():
     assert [r.ready_seconds for r in again] == [5.0, 2.0]
 
 
+def test_records_written_before_start_times_were_kept_still_parse():
+    old = ('{"boot_id": "aaa", "label": "before", "optimized": false, "ready_seconds": 5.0, '
+           '"recorded_at": "2026-11-26T00:00:00+00:00", "units": {}, "userspace_seconds": null}\n')
+    [r] = boottime.parse_records(old)
+    assert r.started == {} and r.basic_target_seconds is None
+
+
 def test_compare_picks_baseline_and_newest_optimised_boot():
     records = [record("aaa", 5.0, False, "before"), record("bbb", 4.0, False), record("ccc", 3.0, True),
                record("ddd", 3.2, True), record("eee", None, True)]
@@ -64,6 +82,21 @@ def test_compare_picks_baseline_and_newest_optimised_boot():
     assert c["ready"]["change_percent"] == -36.0 and c["sc006_met"]
     assert "SC-006 (-30% or better): met" in boottime.comparison_text(c)
     assert boottime.choose_pair(records, before_id="bb", after_id="cc")[0].boot_id == "bbb"
+
+
+def test_compare_shows_which_services_no_longer_wait_for_basic_target():
+    def booted(boot_id, optimized, nonrt_start):
+        units = shown(**{names.NONRT: (nonrt_start, nonrt_start + 500_000), names.RT: (5_000_000, 5_500_000),
+                         names.MONITOR: (5_000_000, 5_400_000)})
+        return boottime.BootRecord(boot_id, "boot", optimized, "2026-11-26T00:00:00+00:00",
+                                   **boottime.measure(units, MANAGER, {"ActiveEnterTimestampMonotonic": "4000000"}))
+    c = boottime.comparison(booted("a", False, 4_100_000), booted("b", True, 2_500_000))
+    assert c["units"][names.NONRT]["started_before_basic_target"] == {"before": False, "after": True}
+    assert c["units"][names.NONRT]["started"] == {"before": 2.1, "after": 0.5}
+    assert c["basic_target"] == {"before": 2.0, "after": 2.0}
+    text = boottime.comparison_text(c)
+    assert re.search(r"mxrc-nonrt\.service .* 2\.100 s  +0\.500 s\*", text), text
+    assert "basic.target reached" in text
 
 
 def test_compare_without_an_optimised_boot_finds_no_pair():
