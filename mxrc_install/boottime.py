@@ -182,10 +182,18 @@ def records_text(records: list[BootRecord]) -> str:
     if not records:
         return ("no boot recorded yet: mxrc-boot-time.service records every boot; "
                 "mxrc-systemd boot-time record records this one\n")
-    lines = [f"{'boot':14}{'label':8}{'optimize':10}{'MXRC ready':>12}{'userspace':>12}  per unit (s)"]
+
+    def secs(v):
+        return "-" if v is None else f"{v:.3f} s"
+
+    def unit_text(unit, init):
+        start = r.started.get(unit)
+        return f"{unit.removesuffix('.service')} {init:.3f}" + ("" if start is None else f" @{start:.1f}")
+    lines = [f"{'boot':14}{'label':8}{'optimize':10}{'MXRC ready':>12}{'basic.target':>14}{'userspace':>12}"
+             "  per unit: initialisation s @start s"]
     for r in records:
-        ready = "-" if r.ready_seconds is None else f"{r.ready_seconds:.3f} s"
-        user = "-" if r.userspace_seconds is None else f"{r.userspace_seconds:.3f} s"
-        per = ", ".join(f"{u.removesuffix('.service')} {s:.3f}" for u, s in r.units.items()) or "not started at boot"
-        lines.append(f"{r.boot_id[:12]:14}{r.label:8}{'yes' if r.optimized else 'no':10}{ready:>12}{user:>12}  {per}")
+        per = ", ".join(unit_text(u, s) for u, s in r.units.items()) or "not started at boot"
+        lines.append(f"{r.boot_id[:12]:14}{r.label:8}{'yes' if r.optimized else 'no':10}"
+                     f"{secs(r.ready_seconds):>12}{secs(r.basic_target_seconds):>14}{secs(r.userspace_seconds):>12}"
+                     f"  {per}")
     return "\n".join(lines) + "\n"

@@ -99,6 +99,20 @@ def test_compare_shows_which_services_no_longer_wait_for_basic_target():
     assert "basic.target reached" in text
 
 
+def test_show_lists_each_boot_with_start_times():
+    r = boottime.BootRecord("0123456789abcdef", "boot", True, "2026-11-26T00:00:00+00:00",
+                            **boottime.measure(AT_BOOT, MANAGER, BASIC))
+    baseline = boottime.BootRecord("fedcba9876543210", "before", False, "2026-11-26T00:00:00+00:00", {}, None, None)
+    lines = boottime.records_text([baseline, r]).splitlines()
+    assert lines[1].split()[:4] == ["fedcba987654", "before", "no", "-"] and "not started at boot" in lines[1]
+    assert lines[2].split()[:5] == ["0123456789ab", "boot", "yes", "2.400", "s"], lines[2]
+    assert "1.300 s" in lines[2] and "mxrc-rt 0.500 @1.6" in lines[2]
+
+
+def test_show_without_records_says_how_to_make_one():
+    assert "mxrc-boot-time.service records every boot" in boottime.records_text([])
+
+
 def test_compare_without_an_optimised_boot_finds_no_pair():
     assert boottime.choose_pair([record("aaa", 5.0, False, "before")])[1] is None
 
