@@ -60,9 +60,11 @@ def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event)
     watchdog = watchdog_interval()
     next_tick = time.monotonic() + REFRESH_SECONDS
     while not stop.is_set():
-        monitor.listen(max(0.0, next_tick - time.monotonic()))
+        changed = monitor.listen(max(0.0, next_tick - time.monotonic()))
         now = time.monotonic()
         if now < next_tick:
+            if changed:  # a state change is news now; CPU and memory can wait for the tick
+                collector.publish(monitor.snapshot())
             continue
         collector.publish(monitor.refresh())
         # The loop itself proves progress: a ping only follows a refresh.

@@ -60,21 +60,24 @@ class Monitor:
         self.connected = False
         self.bus.close()
 
-    def listen(self, timeout: float) -> None:
-        """Fold the signals that arrive within timeout seconds."""
+    def listen(self, timeout: float) -> bool:
+        """Fold the signals that arrive within timeout seconds; True if any unit changed."""
         if not self.connected:
             time.sleep(max(0.0, timeout))
-            return
+            return False
+        changed_any = False
         try:
             for unit, changed in self.bus.wait(timeout):
                 state = self.states[unit]
                 starting = changed.get("ActiveState") == "active" and state.active_state != "active"
                 state.update(changed)
+                changed_any = True
                 if starting and unit.endswith(".service"):
                     # Not signalled: a restart may have brought a new WatchdogSec= or slice.
                     state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
         except BusError as exc:
             self._lost(exc)
+        return changed_any
 
     def _read_watchdog_pings(self) -> None:
         for unit, state in self.states.items():
@@ -84,15 +87,25 @@ class Monitor:
 
     # -- snapshot ------------------------------------------------------------
     def refresh(self) -> Snapshot:
+        """The periodic tick: reconnect when due, read the watchdog pings systemd does not signal, snapshot."""
         started = time.perf_counter()
         if not self.connected and self.clock() >= self._next_attempt:
             self.connect()
-        ages = {}
         if self.connected:
             try:
                 self._read_watchdog_pings()
             except BusError as exc:
                 self._lost(exc)
+        return self.snapshot(started)
+
+    def snapshot(self, started: float | None = None) -> Snapshot:
+        """The units as last signalled and their cgroups now; no D-Bus call.
+
+        Also taken between ticks when a signal changed a unit, so a failure or
+        restart is on /metrics as soon as systemd says so, not at the next tick.
+        """
+        started = time.perf_counter() if started is None else started
+        ages = {}
         if self.connected:  # a stale ping time would look like a hung service
             now_usec = int(self.clock() * 1e6)
             ages = {u: a for u, s in self.states.items()

@@ -1,13 +1,15 @@
 """The exporter without a system bus: a scripted bus, a fake cgroup tree, a fake clock."""
 
 import collections
+import threading
+import types
 
 import pytest
 from jeepney.low_level import Message
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mxrc_monitor import cgroup, systemd_bus
+from mxrc_monitor import cgroup, main, systemd_bus
 from mxrc_monitor.collector import SnapshotCollector
 from mxrc_monitor.monitor import RECONNECT_SECONDS, Monitor
 from mxrc_monitor.unitstate import UnitState
@@ -317,7 +319,6 @@ def test_metrics_rendered_once_per_snapshot(rig):
 
 
 def test_http_server_serves_metrics_landing_page_and_404(rig):
-    import threading
     import urllib.error
     import urllib.request
 
@@ -352,3 +353,46 @@ def test_a_published_snapshot_does_not_change_afterwards(rig):
     monitor.refresh()
     rt = next(u for u in first.units if u.name == RT)
     assert rt.restarts_total == 0 and rt.failures_total["watchdog"] == 0 and rt.active_state == "active"
+
+
+# -- publishing ---------------------------------------------------------------
+
+def test_listen_says_whether_a_unit_changed_and_snapshot_asks_the_bus_nothing(rig):
+    monitor, bus, _ = rig
+    assert monitor.listen(0) is False
+    bus.emit(RT, ActiveState="failed", SubState="failed", Result="signal")
+    assert monitor.listen(0) is True
+    gets = len(bus.gets)
+    s = scrape(monitor.snapshot())
+    assert len(bus.gets) == gets
+    assert value(s, "systemd_unit_failures_total", name=RT, result="signal") == 1
+
+
+class OneSignalMonitor:
+    """A monitor that sees one state change, then the service is asked to stop."""
+
+    def __init__(self, stop):
+        self.stop, self.calls = stop, []
+
+    def listen(self, timeout):
+        self.calls.append("listen")
+        if self.calls.count("listen") == 2:
+            self.stop.set()
+            return False
+        return True
+
+    def snapshot(self):
+        self.calls.append("snapshot")
+        return "snapshot"
+
+    def refresh(self):
+        self.calls.append("refresh")
+        return "refreshed"
+
+
+def test_a_state_change_is_published_before_the_next_tick():
+    stop, published = threading.Event(), []
+    monitor = OneSignalMonitor(stop)
+    collector = types.SimpleNamespace(publish=published.append)
+    main.serve(monitor, collector, stop)
+    assert published == ["snapshot"] and "refresh" not in monitor.calls

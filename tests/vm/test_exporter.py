@@ -120,7 +120,8 @@ def test_figures_agree_with_systemctl_show(run, unit):
 def test_a_change_is_on_metrics_within_a_second(run):
     v = values(run["react"].output)
     print(f"SIGKILL to counted on /metrics: {v['react_ms']} ms")
-    assert int(v["react_ms"]) <= 1000 + 250, run["react"].output  # 1 s refresh + one HTTP read on TCG
+    # State changes are published when systemd signals them, not at the 1 s tick.
+    assert int(v["react_ms"]) <= 1000, run["react"].output
 
 
 def test_watchdog_timeout_is_one_more_restart_and_a_watchdog_failure_in_prometheus(run):
