@@ -5,9 +5,9 @@ what `systemd-analyze blame` shows, also for Type=simple), when it started
 and when basic.target was reached (DefaultDependencies=no lets a service
 start before it: US8's "in parallel"), and the time from systemd's start of
 userspace to the last MXRC service ready, which is what the optimisation
-shortens when the boot is not CPU-bound. The postinst records the boot it runs in as
-"before"; mxrc-boot-time.service records every later boot. Pure except
-read_records/save_record, which go through the SysRoot.
+shortens when the boot is not CPU-bound. The postinst records the boot it
+runs in as "before"; mxrc-boot-time.service records every later boot. Pure
+except read_records, which goes through the SysRoot (operations.py writes).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class BootRecord:
     units: dict                # unit -> seconds from start to ready, for units started by the boot
     ready_seconds: float | None   # userspace start -> last MXRC service ready; None: not started at boot
     userspace_seconds: float | None   # userspace start -> boot finished (systemd-analyze time)
-    # Added in 0.3; older records lack them.
+    # Records written before these were kept lack them.
     started: dict = dataclasses.field(default_factory=dict)   # unit -> seconds after userspace start
     basic_target_seconds: float | None = None   # userspace start -> basic.target reached
 
@@ -186,13 +186,13 @@ def records_text(records: list[BootRecord]) -> str:
     def secs(v):
         return "-" if v is None else f"{v:.3f} s"
 
-    def unit_text(unit, init):
-        start = r.started.get(unit)
+    def unit_text(record, unit, init):
+        start = record.started.get(unit)
         return f"{unit.removesuffix('.service')} {init:.3f}" + ("" if start is None else f" @{start:.1f}")
     lines = [f"{'boot':14}{'label':8}{'optimize':10}{'MXRC ready':>12}{'basic.target':>14}{'userspace':>12}"
              "  per unit: initialisation s @start s"]
     for r in records:
-        per = ", ".join(unit_text(u, s) for u, s in r.units.items()) or "not started at boot"
+        per = ", ".join(unit_text(r, u, s) for u, s in r.units.items()) or "not started at boot"
         lines.append(f"{r.boot_id[:12]:14}{r.label:8}{'yes' if r.optimized else 'no':10}"
                      f"{secs(r.ready_seconds):>12}{secs(r.basic_target_seconds):>14}{secs(r.userspace_seconds):>12}"
                      f"  {per}")
