@@ -523,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = Machine(args.cpus, args.memory, args.numa, args.kernel, args.append)
     files = {Path(p).name: Path(p) for p in args.file}
     steps = [(f"step{i}", c) for i, c in enumerate(args.commands)]
-    result = run_steps(image, machine, steps, files, args.timeout)
+    # A fresh VM each attempt, as in the tests: an emulated kernel's rare crash is not the package's.
+    result = run_scenario(lambda: run_steps(image, machine, steps, files, args.timeout))
     for step in result.steps.values():
         print(f"### {step.command}  (rc={step.rc}, {step.seconds:.1f}s)")
         print(step.output, end="" if step.output.endswith("\n") else "\n")
