@@ -262,7 +262,8 @@ def render_text(checks: list[Check]) -> str:
         if c.fix and c.status != PASS:
             lines.append(f"      fix: {c.fix}")
     counts = {s: sum(c.status == s for c in checks) for s in (PASS, WARN, FAIL)}
-    lines.append(f"{counts[PASS]} passed, {counts[WARN]} warnings, {counts[FAIL]} failed")
+    warnings = f"{counts[WARN]} warning" + ("" if counts[WARN] == 1 else "s")
+    lines.append(f"{counts[PASS]} passed, {warnings}, {counts[FAIL]} failed")
     return "\n".join(lines) + "\n"
 
 

@@ -143,6 +143,13 @@ def test_json_output_is_complete(tmp_path):
     assert all({"id", "status", "evidence", "fix", "spec"} <= set(c) for c in data["checks"])
 
 
+def test_text_output_ends_with_the_counts(tmp_path):
+    result = make_plan(tmp_path, GENERIC_KERNEL)
+    text = doctor.render_text(doctor.run_checks(result, healthy(result)))
+    assert text.splitlines()[-1].endswith(" passed, 1 warning, 0 failed"), text
+    assert "fix: " in text   # the warning says what to do
+
+
 @pytest.mark.parametrize("text, settings", [
     ("# /usr/lib/systemd/journald.conf\n[Journal]\n#SystemMaxUse=\n\n# /usr/lib/systemd/journald.conf.d/60-mxrc.conf\n"
      "[Journal]\nSystemMaxUse=1G\n", {"SystemMaxUse": "1G"}),
