@@ -30,14 +30,14 @@ def call(module: str, function: str, *arg_names: str):
 
 
 def cmd_probe(args) -> int:
-    probe, report = _module("probe"), _module("report")
+    probe, report = _module("pipeline.probe"), _module("pipeline.report")
     facts = probe.with_live_details(probe.read_facts(args.sysroot), args.sysroot)
     print(report.facts_json(facts) if args.json else report.facts_text(facts), end="")
     return EXIT_OK
 
 
 def cmd_plan(args) -> int:
-    commands, report = _module("commands"), _module("report")
+    commands, report = _module("pipeline.commands"), _module("pipeline.report")
     root = args.sysroot
     _, result = commands.current_plan(root)
     current = {u: root.read_text(report.dropin_path(u)) for u in result.dropins}
@@ -47,21 +47,21 @@ def cmd_plan(args) -> int:
 
 def cmd_configure(args) -> int:
     env = {"MXRC_DPKG_ACTION": args.action or "", "MXRC_DPKG_OLD_VERSION": args.old_version or ""}
-    return _module("steps").run_steps(args.sysroot, env)
+    return _module("pipeline.steps").run_steps(args.sysroot, env)
 
 
 def cmd_steps(args) -> int:
-    for step in _module("steps").collect_steps(args.sysroot):
+    for step in _module("pipeline.steps").collect_steps(args.sysroot):
         print(f"{step.name:30} {'enabled' if step.enabled else 'masked':8} {step.path}")
     return EXIT_OK
 
 
 def cmd_failover(args) -> int:
-    return _module("failover").handle(args.unit)
+    return _module("ops.failover").handle(args.unit)
 
 
 def cmd_boot_time(args) -> int:
-    operations = _module("operations")
+    operations = _module("ops.operations")
     if args.action == "record":
         return operations.boot_time_record(args.sysroot, args.label, args.if_absent)
     if args.action == "compare":
@@ -72,27 +72,27 @@ def cmd_boot_time(args) -> int:
 COMMANDS = {
     "probe": ("show what this machine offers for real-time operation", cmd_probe),
     "plan": ("show the drop-ins and findings apply would produce; writes nothing", cmd_plan),
-    "apply": ("adapt the MXRC units to this machine (idempotent)", call("commands", "run_apply")),
-    "verify": ("check that the files and the live units match the plan", call("commands", "verify")),
+    "apply": ("adapt the MXRC units to this machine (idempotent)", call("pipeline.commands", "run_apply")),
+    "verify": ("check that the files and the live units match the plan", call("pipeline.commands", "verify")),
     "uninstall": ("remove the drop-ins mxrc-systemd wrote (admin files are kept)",
-                  call("commands", "uninstall", "purge")),
+                  call("pipeline.commands", "uninstall", "purge")),
     "boot-check": ("at boot: apply on first boot or changed hardware (mxrc-systemd-hardware.service)",
-                   call("commands", "boot_check")),
+                   call("pipeline.commands", "boot_check")),
     "capture": ("copy the files the probes read into DEST, to make a test fixture of this machine",
-                call("commands", "capture", "dest")),
+                call("pipeline.commands", "capture", "dest")),
     "config": ("show the settings, or change them with KEY=VALUE",
-               call("commands", "config_show_or_set", "assignments")),
+               call("pipeline.commands", "config_show_or_set", "assignments")),
     "configure": ("run the configure steps (called by the postinst)", cmd_configure),
     "steps": ("list the configure steps and whether each is enabled", cmd_steps),
     "failover": ("record a unit's failure (run by mxrc-failover@.service)", cmd_failover),
     "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
-               call("operations", "doctor_command", "json")),
+               call("ops.operations", "doctor_command", "json")),
     "jitter": ("measure RT latency with cyclictest inside mxrc-rt's placement and limits (SC-001)",
-               call("operations", "jitter_command", "cycles", "load", "json")),
+               call("ops.operations", "jitter_command", "cycles", "load", "json")),
     "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
                   cmd_boot_time),
     "deps": ("analyse the MXRC units' dependencies: parallel start, critical chain, loops (FR-022)",
-             call("operations", "deps_command", "json")),
+             call("ops.operations", "deps_command", "json")),
 }
 
 

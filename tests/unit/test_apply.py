@@ -5,7 +5,9 @@ import json
 import pytest
 from sysroots import Hardware, build
 
-from mxrc_install import apply, cli
+from mxrc_install.pipeline import apply
+
+from mxrc_install import cli
 from mxrc_install.sysroot import SysRoot
 
 RT_DROPIN = "etc/systemd/system/mxrc-rt.service.d/50-mxrc-hardware.conf"

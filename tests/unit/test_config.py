@@ -2,7 +2,9 @@
 
 import pytest
 
-from mxrc_install import cli, config
+from mxrc_install import cli
+
+from mxrc_install.pipeline import config
 
 
 def test_defaults_file_parses_to_defaults():

@@ -1,6 +1,6 @@
 import pytest
 
-from mxrc_install.cmdline import parse_cmdline
+from mxrc_install.pipeline.cmdline import parse_cmdline
 from mxrc_install.cpulist import CpuListError, format_cpulist, parse_cpulist
 
 

@@ -6,7 +6,11 @@ import json
 import pytest
 from sysroots import Hardware, build
 
-from mxrc_install import doctor, names, plan, probe
+from mxrc_install.ops import doctor
+
+from mxrc_install import names
+
+from mxrc_install.pipeline import plan, probe
 from mxrc_install.sysroot import SysRoot
 
 SPEC_ROBOT = Hardware(cpus=4, cmdline="isolcpus=managed_irq,domain,2-3", preempt_rt=True, memory_gib=8)

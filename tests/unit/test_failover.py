@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from mxrc_install import failover
+from mxrc_install.ops import failover
 
 SHOW = "ActiveState=failed\nSubState=failed\nResult=watchdog\nNRestarts=5\n"
 

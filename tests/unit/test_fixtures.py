@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mxrc_install import plan, probe
+from mxrc_install.pipeline import plan, probe
 from mxrc_install.sysroot import SysRoot
 
 FIXTURES = sorted(p for p in (Path(__file__).parent / "fixtures").iterdir() if (p / "root").is_dir())

@@ -6,7 +6,11 @@ import re
 import pytest
 from sysroots import Hardware, build
 
-from mxrc_install import boottime, deps, jitter, names, plan, probe
+from mxrc_install.ops import boottime, deps, jitter
+
+from mxrc_install import names
+
+from mxrc_install.pipeline import plan, probe
 from mxrc_install.sysroot import SysRoot
 
 # -- boot-time ----------------------------------------------------------------

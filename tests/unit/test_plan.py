@@ -3,7 +3,7 @@
 import pytest
 from sysroots import Hardware, build
 
-from mxrc_install import plan, probe
+from mxrc_install.pipeline import plan, probe
 from mxrc_install.sysroot import SysRoot
 
 def test_clean_spec_machine_has_no_findings(tmp_path):
@@ -47,7 +47,7 @@ def test_golden_dropin_for_the_spec_machine(tmp_path):
 
 
 def test_configured_rt_cpus_win_when_valid(tmp_path):
-    from mxrc_install.config import Config
+    from mxrc_install.pipeline.config import Config
     facts = probe.read_facts(SysRoot(build(tmp_path, Hardware(cpus=8, cmdline="isolcpus=2-3",
                                                                preempt_rt=True))))
     result = plan.make_plan(facts, Config(rt_cpus=frozenset({4, 5})))
@@ -57,7 +57,7 @@ def test_configured_rt_cpus_win_when_valid(tmp_path):
 
 @pytest.mark.parametrize("cpus,problem", [({9}, "not online"), (set(range(8)), "no CPU would be left")])
 def test_configured_rt_cpus_that_cannot_work_fall_back_with_an_error(tmp_path, cpus, problem):
-    from mxrc_install.config import Config
+    from mxrc_install.pipeline.config import Config
     facts = probe.read_facts(SysRoot(build(tmp_path, Hardware(cpus=8, cmdline="isolcpus=2-3",
                                                                preempt_rt=True))))
     result = plan.make_plan(facts, Config(rt_cpus=frozenset(cpus)))
@@ -68,14 +68,14 @@ def test_configured_rt_cpus_that_cannot_work_fall_back_with_an_error(tmp_path, c
 
 @pytest.mark.parametrize("seconds,warned", [(5, True), (10, False), (30, False), (120, False), (300, True)])
 def test_watchdog_range(tmp_path, seconds, warned):
-    from mxrc_install.config import Config
+    from mxrc_install.pipeline.config import Config
     facts = probe.read_facts(SysRoot(build(tmp_path, Hardware())))
     ids = {f.id for f in plan.make_plan(facts, Config(watchdog_sec=seconds)).findings}
     assert ("watchdog-range" in ids) is warned
 
 
 def test_boot_optimisation_off_restores_default_dependencies(tmp_path):
-    from mxrc_install.config import Config
+    from mxrc_install.pipeline.config import Config
     facts = probe.read_facts(SysRoot(build(tmp_path, Hardware())))
     dropins = plan.make_plan(facts, Config(boot_optimize=False)).dropins
     assert all("[Unit]\nDefaultDependencies=yes\n" in text for text in dropins.values())
@@ -99,7 +99,7 @@ def test_live_adapters_shape(monkeypatch):
     import sys
     import types
 
-    from mxrc_install import adapters
+    from mxrc_install.pipeline import adapters
     info = {"brand_raw": "Robot CPU", "flags": ["fpu", "constant_tsc", "nonstop_tsc"]}
     monkeypatch.setitem(sys.modules, "cpuinfo", types.SimpleNamespace(get_cpu_info=lambda: info))
     device = types.SimpleNamespace(sys_name="cpu_dma_latency")

@@ -1,6 +1,6 @@
 import pytest
 
-from mxrc_install import steps
+from mxrc_install.pipeline import steps
 from mxrc_install.sysroot import SysRoot
 
 

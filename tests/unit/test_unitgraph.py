@@ -2,7 +2,7 @@
 
 import pytest
 
-from mxrc_install import plan, probe, unitgraph
+from mxrc_install.pipeline import plan, probe, unitgraph
 from mxrc_install.sysroot import SysRoot
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import testbed
-from mxrc_install.live import parse_show
+from mxrc_install.ops.live import parse_show
 
 LIVE = ("systemctl show mxrc-rt.service mxrc-nonrt.service -p Id -p CPUAffinity -p NUMAMask "
         "-p CPUSchedulingPriority -p WatchdogUSec -p MemoryMax")

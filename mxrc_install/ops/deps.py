@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from mxrc_install import names, unitgraph
+from mxrc_install import names
+
+from mxrc_install.pipeline import unitgraph
 
 ANALYSED = (names.HARDWARE_CHECK, *names.SERVICES, names.TARGET)
 

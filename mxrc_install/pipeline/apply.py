@@ -18,8 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mxrc_install.plan import Plan
-from mxrc_install.report import dropin_path
+from mxrc_install.pipeline.plan import Plan
+from mxrc_install.pipeline.report import dropin_path
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from mxrc_install import plan
+from mxrc_install.pipeline import plan
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.exits import UserError
 

@@ -7,7 +7,9 @@ import shutil
 import subprocess
 import sys
 
-from mxrc_install import apply, config, names, plan, probe, report
+from mxrc_install.pipeline import apply, config, plan, probe, report
+
+from mxrc_install import names
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS
 from mxrc_install.sysroot import SysRoot

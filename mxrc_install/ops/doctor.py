@@ -12,7 +12,9 @@ import dataclasses
 import json
 import re
 
-from mxrc_install import names, plan
+from mxrc_install import names
+
+from mxrc_install.pipeline import plan
 from mxrc_install.cpulist import format_cpulist
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
@@ -41,7 +43,7 @@ class Scheduling:
 
 @dataclasses.dataclass(frozen=True)
 class LiveState:
-    """What doctor reads from the running system (gathered by mxrc_install.live)."""
+    """What doctor reads from the running system (gathered by mxrc_install.ops.live)."""
     properties: dict        # unit -> {systemctl show property: value}
     scheduling: dict        # unit -> Scheduling of its main process (absent: not running)
     exposure: dict          # unit -> float, or None when systemd-analyze failed

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from mxrc_install.config import Config
+from mxrc_install.pipeline.config import Config
 from mxrc_install.cpulist import format_cpulist
-from mxrc_install.probe import Facts
-from mxrc_install.unitgraph import describe, ordering_cycle, requirement_cycle
+from mxrc_install.pipeline.probe import Facts
+from mxrc_install.pipeline.unitgraph import describe, ordering_cycle, requirement_cycle
 
 SPEC_RT_CPUS = frozenset({2, 3})
 MIN_SYSTEMD = 249

@@ -12,7 +12,11 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from mxrc_install import boottime, doctor, names, plan
+from mxrc_install.ops import boottime, doctor
+
+from mxrc_install import names
+
+from mxrc_install.pipeline import plan
 
 SHOW_PROPERTIES = sorted({"LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
                           "DropInPaths"} | doctor.PROPERTY_NAMES)

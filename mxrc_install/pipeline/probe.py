@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from mxrc_install import adapters
-from mxrc_install.cmdline import KernelCmdline, parse_cmdline
+from mxrc_install.pipeline import adapters
+from mxrc_install.pipeline.cmdline import KernelCmdline, parse_cmdline
 from mxrc_install.cpulist import CpuListError, parse_cpulist
 from mxrc_install.sysroot import SysRoot
-from mxrc_install.unitgraph import Edge, read_edges
+from mxrc_install.pipeline.unitgraph import Edge, read_edges
 
 # Every path the probes read: `mxrc-systemd capture` copies exactly these.
 PROBED_PATHS = (

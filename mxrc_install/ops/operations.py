@@ -6,8 +6,10 @@ import dataclasses
 import json
 import os
 
-from mxrc_install import apply, boottime, deps, doctor, jitter, live
-from mxrc_install.commands import current_plan, load_config
+from mxrc_install.pipeline import apply
+
+from mxrc_install.ops import boottime, deps, doctor, jitter, live
+from mxrc_install.pipeline.commands import current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
 

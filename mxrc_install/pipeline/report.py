@@ -7,8 +7,8 @@ import difflib
 import json
 
 from mxrc_install.cpulist import format_cpulist
-from mxrc_install.plan import Plan
-from mxrc_install.probe import Facts
+from mxrc_install.pipeline.plan import Plan
+from mxrc_install.pipeline.probe import Facts
 
 DROPIN_NAME = "50-mxrc-hardware.conf"
 

@@ -1,0 +1,37 @@
+"""The package's biggest boundary, kept by a test: the installer pipeline
+(run by the postinst and at every boot) never imports the operator tools."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "mxrc_install"
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_pipeline_never_imports_the_operator_tools():
+    offenders = {str(p.relative_to(PACKAGE)): sorted(m for m in imported_modules(p) if m.startswith("mxrc_install.ops"))
+                 for p in (PACKAGE / "pipeline").glob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_shared_vocabulary_imports_neither_layer():
+    shared = [p for p in PACKAGE.glob("*.py") if p.name not in ("cli.py", "__main__.py")]
+    offenders = {p.name: sorted(m for m in imported_modules(p)
+                                if m.startswith(("mxrc_install.ops", "mxrc_install.pipeline"))) for p in shared}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_boundary_check_sees_an_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from mxrc_install.ops import doctor\nimport mxrc_install.ops.live\n")
+    assert {"mxrc_install.ops", "mxrc_install.ops.doctor", "mxrc_install.ops.live"} <= imported_modules(bad)
