@@ -33,6 +33,8 @@ class Config:
     monitor_port: int = 9558
     boot_optimize: bool = True
     reapply_on_hardware_change: bool = True
+    isolation: str = "auto"                    # one of ISOLATION_MODES
+    boot_cmdline: bool = False                 # write the kernel command line drop-in (GRUB)
 
 
 def _auto(value: str) -> bool:
@@ -96,6 +98,19 @@ def parse_bool(name: str, value: str) -> bool:
     raise ConfigError(f"{name} = {value!r}: use yes or no")
 
 
+# auto: keep every other task off the RT CPUs at run time (no reboot needed)
+# and use what the kernel offers; kernel-only: leave it to isolcpus= on the
+# kernel command line; off: touch nothing outside the MXRC units.
+ISOLATION_MODES = ("auto", "kernel-only", "off")
+
+
+def parse_isolation(value: str) -> str:
+    v = value.strip().lower()
+    if v not in ISOLATION_MODES:
+        raise ConfigError(f"isolation.mode = {value!r}: use one of {', '.join(ISOLATION_MODES)}")
+    return v
+
+
 # key -> (Config field, parser): the one table the file, debconf and --set share.
 KEYS = {
     "rt.cpus": ("rt_cpus", parse_rt_cpus),
@@ -109,6 +124,8 @@ KEYS = {
     "boot.optimize": ("boot_optimize", lambda v: parse_bool("boot.optimize", v)),
     "boot.reapply_on_hardware_change": ("reapply_on_hardware_change",
                                         lambda v: parse_bool("boot.reapply_on_hardware_change", v)),
+    "isolation.mode": ("isolation", parse_isolation),
+    "isolation.boot_cmdline": ("boot_cmdline", lambda v: parse_bool("isolation.boot_cmdline", v)),
 }
 
 
@@ -194,4 +211,12 @@ port = 9558
 optimize = yes
 # Re-apply when the hardware (CPUs, NUMA, kernel command line) changed since the last apply.
 reapply_on_hardware_change = yes
+
+[isolation]
+# Keep every other process, service, user session and movable interrupt off the
+# RT CPUs: auto (at run time, no reboot needed), kernel-only (isolcpus= only) or off.
+mode = auto
+# Write the kernel command line for the RT CPUs (isolcpus=, nohz_full=, ...) to
+# /etc/default/grub.d/60-mxrc.cfg; takes effect after update-grub and a reboot.
+boot_cmdline = no
 """
