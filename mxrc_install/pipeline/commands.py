@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from mxrc_install.pipeline import apply, config, plan, probe, report
+from mxrc_install.pipeline import apply, config, expected, plan, probe, report
 
 from mxrc_install import names
 from mxrc_install.cpulist import format_cpulist
@@ -111,8 +111,7 @@ def verify(root: SysRoot) -> int:
         problems += not ok
         print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
     if root.systemd_running():
-        from mxrc_install import doctor   # only here: boot-check imports this module at boot
-        for unit, prop, want in ((u, k, v) for u, props in doctor.planned_properties(result.placement).items()
+        for unit, prop, want in ((u, k, v) for u, props in expected.planned_properties(result.placement).items()
                                  for k, v in props.items()):
             value = subprocess.run(["systemctl", "show", "-p", prop, "--value", unit],
                                    capture_output=True, text=True).stdout.strip()
