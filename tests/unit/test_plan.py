@@ -46,7 +46,7 @@ def test_golden_dropin_for_the_spec_machine(tmp_path):
         "CPUSchedulingPriority=80\nLimitRTPRIO=80\nCPUQuota=200%\nMemoryMax=2147483648\nWatchdogSec=30s\n"
         "# Where the kernel supports it, the RT CPUs become an isolated cpuset partition\n"
         "# (no load balancing onto them); '-': an older kernel keeps a plain cpuset.\n"
-        "ExecStartPre=+-/bin/sh -c 'echo isolated > /sys/fs/cgroup/mxrc-rt.slice/cpuset.cpus.partition'\n")
+        "ExecStartPre=+-/bin/sh -c 'echo isolated > /sys/fs/cgroup/mxrc.slice/cpuset.cpus.partition'\n")
     assert "CPUAffinity=0 1\n" in result.dropins["mxrc-nonrt.service"]
 
 
