@@ -40,7 +40,7 @@ def cmd_plan(args) -> int:
     commands, report = _module("pipeline.commands"), _module("pipeline.report")
     root = args.sysroot
     _, result = commands.current_plan(root)
-    current = {u: root.read_text(report.dropin_path(u)) for u in result.dropins}
+    current = {path: root.read_text(path) for path in result.owned_files()}
     print(report.plan_json(result, current) if args.json else report.plan_text(result, current), end="")
     return commands.exit_code_for(result)
 

@@ -58,6 +58,10 @@ class Plan:
     findings: tuple[Finding, ...]
     files: dict = dataclasses.field(default_factory=dict)  # path -> text of the other owned files
 
+    def owned_files(self) -> dict:
+        """path -> text of every file apply owns for this plan: the drop-ins and the others."""
+        return {render.dropin_path(unit): text for unit, text in self.dropins.items()} | self.files
+
     @property
     def worst(self) -> str | None:
         for level in (ERROR, WARNING, INFO):
