@@ -55,13 +55,18 @@ def grub_installed(root: SysRoot) -> bool:
 def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None:
     """Reload, re-exec, restart irqbalance, update-grub: only what the changed files need, only live."""
     grub = grub_installed(root)
+    removed = {path for path in changed if not root.exists(path)}
     if root.systemd_running():
-        for argv in activate.commands_for(changed, booting, grub):
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            log.info("%s: exit %d", " ".join(argv), proc.returncode)
-            if proc.returncode != 0:
-                print(f"mxrc-systemd: {' '.join(argv)} failed (exit {proc.returncode}): "
+        online = probe.read_cpus(root).online
+        for cmd in activate.commands_for(changed, removed, booting, grub, online):
+            proc = subprocess.run(cmd.argv, capture_output=True, text=True)
+            log.info("%s: exit %d", " ".join(cmd.argv), proc.returncode)
+            if proc.returncode not in cmd.ok:
+                print(f"mxrc-systemd: {' '.join(cmd.argv)} failed (exit {proc.returncode}): "
                       f"{proc.stderr.strip()}", file=sys.stderr)
+        for path, value in activate.cgroup_resets(removed).items():
+            if root.exists(path):
+                root.path(path).write_text(value + "\n")
     note = activate.reboot_note(changed, grub)
     if note:
         print(note)
