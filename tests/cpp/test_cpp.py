@@ -1,5 +1,7 @@
 """Compile and run the C++ header's tests (plain and under ASan/UBSan), and the reference RT loop."""
 
+import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -43,3 +45,30 @@ def test_reference_loop_builds_and_stops_on_sigterm(tmp_path):
     # Outside systemd the journal entry falls back to stderr; SIGTERM ends it cleanly.
     assert proc.returncode == 0, err
     assert "MESSAGE=mxrc-rt reference loop started:" in err and "mlockall=" in err
+
+
+def test_reference_loop_triggers_the_watchdog_when_its_heartbeat_stalls(tmp_path):
+    """End to end outside systemd: a socket stands in for NOTIFY_SOCKET; hang:1 stops the beats."""
+    binary = tmp_path / "mxrc-rt"
+    subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "examples/mxrc-rt-reference.cpp"), "-o", str(binary)],
+                   check=True)
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(20)
+        env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000",
+               "MXRC_FAULT": "hang:1", "MXRC_STALL_BUDGET_MS": "100"}
+        proc = subprocess.Popen([str(binary)], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            messages = []
+            while not any("WATCHDOG=trigger" in m for m in messages):
+                messages.append(server.recv(4096).decode())
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+    assert any(m.startswith("READY=1") and "stall_budget_ms=100" in m for m in messages), messages
+    assert "WATCHDOG=1" in messages  # it pinged while the loop beat
+    trigger = messages[-1]
+    assert re.fullmatch(r"STATUS=control loop stalled: no heartbeat for \d+ ms \(budget 100 ms\)\n"
+                        r"WATCHDOG=trigger", trigger), trigger
+    assert "injected hang: the loop stops beating" in err
