@@ -246,6 +246,11 @@ namespace journal {
 
 inline constexpr const char* kSocket = "/run/systemd/journal/socket";
 
+// LOG_LEVEL for each syslog priority: the names journalctl -p takes, the same
+// in the Python helper (mxrc_runtime.journal), so one query finds both.
+inline constexpr const char* kLevelNames[] = {"emerg", "alert", "crit", "err",
+                                              "warning", "notice", "info", "debug"};
+
 // One journal entry built in a fixed buffer (no allocation): MESSAGE,
 // PRIORITY (syslog level, for journalctl -p), LOG_LEVEL, and any fields.
 // Field names: upper case, digits and "_", not starting with "_".
@@ -254,16 +259,36 @@ template <size_t Capacity = 4096>
 class BasicEntry {
 public:
     BasicEntry(int priority, std::string_view message) noexcept {
-        static constexpr const char* kLevels[] = {"emerg", "alert", "crit", "err",
-                                                  "warning", "notice", "info", "debug"};
         const int p = priority < 0 ? 0 : (priority > 7 ? 7 : priority);
         const char digit[2] = {static_cast<char>('0' + p), '\0'};
-        field("MESSAGE", message);
-        field("PRIORITY", digit);
-        field("LOG_LEVEL", kLevels[p]);
+        append_field("MESSAGE", message);
+        append_field("PRIORITY", digit);
+        append_field("LOG_LEVEL", kLevelNames[p]);
     }
 
+    // MESSAGE, PRIORITY and LOG_LEVEL come from the constructor: a second
+    // value would make two, so they are refused (dropped) here.
     BasicEntry& field(std::string_view name, std::string_view value) noexcept {
+        if (name == "MESSAGE" || name == "PRIORITY" || name == "LOG_LEVEL") {
+            ++dropped_;
+            return *this;
+        }
+        return append_field(name, value);
+    }
+
+    std::string_view payload() const noexcept { return {buffer_, used_}; }
+    int dropped() const noexcept { return dropped_; }
+
+    // Send to journald; outside systemd's reach the message goes to stderr.
+    bool send(const char* socket_path = kSocket) const noexcept {
+        iovec iov{const_cast<char*>(buffer_), used_};
+        if (detail::send_datagram(socket_path, &iov, 1)) return true;
+        std::fprintf(stderr, "%.*s", static_cast<int>(used_), buffer_);
+        return false;
+    }
+
+private:
+    BasicEntry& append_field(std::string_view name, std::string_view value) noexcept {
         if (!valid_name(name)) {
             ++dropped_;
             return *this;
@@ -287,18 +312,6 @@ public:
         return *this;
     }
 
-    std::string_view payload() const noexcept { return {buffer_, used_}; }
-    int dropped() const noexcept { return dropped_; }
-
-    // Send to journald; outside systemd's reach the message goes to stderr.
-    bool send(const char* socket_path = kSocket) const noexcept {
-        iovec iov{const_cast<char*>(buffer_), used_};
-        if (detail::send_datagram(socket_path, &iov, 1)) return true;
-        std::fprintf(stderr, "%.*s", static_cast<int>(used_), buffer_);
-        return false;
-    }
-
-private:
     static bool valid_name(std::string_view name) noexcept {
         if (name.empty() || name.size() > 64 || name[0] == '_') return false;
         for (char c : name) {

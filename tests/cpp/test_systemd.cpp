@@ -223,6 +223,20 @@ static void test_journal_entry_fields(const std::string& dir) {
     CHECK(got.size() >= binary.size() && got.compare(got.size() - binary.size(), binary.size(), binary) == 0);
 }
 
+// LOG_LEVEL is journalctl -p's name for PRIORITY, and cannot be set twice.
+static void test_journal_log_level_follows_priority() {
+    const char* names[] = {"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};
+    for (int p = 0; p <= 7; ++p) {
+        sd::journal::Entry entry(p, "m");
+        const std::string payload(entry.payload());
+        CHECK(payload.find("PRIORITY=" + std::to_string(p) + "\nLOG_LEVEL=" + names[p] + "\n") != std::string::npos);
+    }
+    sd::journal::Entry entry(LOG_WARNING, "m");
+    entry.field("LOG_LEVEL", "error").field("PRIORITY", "3").field("MESSAGE", "other");
+    CHECK(entry.dropped() == 3);
+    CHECK(std::string(entry.payload()) == "MESSAGE=m\nPRIORITY=4\nLOG_LEVEL=warning\n");
+}
+
 static void test_journal_entry_never_overflows() {
     sd::journal::BasicEntry<64> entry(LOG_INFO, "short");
     entry.field("BIG", std::string(100, 'x'));
@@ -243,6 +257,7 @@ int main() {
     test_a_late_checker_is_not_a_stall();
     test_watchdog_thread_runs_and_stops();
     test_journal_entry_fields(dir);
+    test_journal_log_level_follows_priority();
     test_journal_entry_never_overflows();
     ::rmdir(dir.c_str());
     std::printf("%d passed, %d failed\n", passed, failed);

@@ -1,9 +1,11 @@
 """mxrc_runtime: the health-gated watchdog and the native journald handler."""
 
 import logging
+import re
 import socket
 import struct
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -149,7 +151,7 @@ def test_handler_sends_structured_entry(journald):
         handler.close()
     fields = parse(server.recv(65536))
     assert fields["MESSAGE"] == "joint 3 over limit"
-    assert fields["PRIORITY"] == "3" and fields["LOG_LEVEL"] == "error"
+    assert fields["PRIORITY"] == "3" and fields["LOG_LEVEL"] == "err"
     assert fields["TRACE_ID"] == "4bf92f35" and fields["SPAN_ID"] == "00f067aa" and fields["JOINT"] == "3"
     assert fields["SYSLOG_IDENTIFIER"] == "mxrc-nonrt" and fields["CODE_FUNC"] == "test_handler_sends_structured_entry"
 
@@ -159,3 +161,19 @@ def test_handler_keeps_the_message_without_journald(tmp_path, capsys):
     handler.emit(logging.LogRecord("n", logging.WARNING, "f", 1, "kept", None, None))
     handler.close()
     assert "kept" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("level,priority,name", [(logging.CRITICAL, "2", "crit"), (logging.ERROR, "3", "err"),
+                                                 (logging.WARNING, "4", "warning"), (logging.INFO, "6", "info"),
+                                                 (logging.DEBUG, "7", "debug")])
+def test_log_level_is_the_name_journalctl_p_takes(level, priority, name):
+    record = logging.LogRecord("n", level, "f", 1, "m", None, None)
+    record.__dict__["log.level"] = "error"     # an ECS extra cannot contradict PRIORITY
+    fields = journal.record_fields(record, "m", "x")
+    assert (fields["PRIORITY"], fields["LOG_LEVEL"]) == (priority, name)
+
+
+def test_log_level_names_are_the_same_in_the_cpp_helper():
+    header = (Path(__file__).resolve().parents[2] / "include/mxrc/systemd.hpp").read_text()
+    table = re.search(r"kLevelNames\[\] = \{([^}]*)\}", header).group(1)
+    assert tuple(re.findall(r'"([a-z]+)"', table)) == journal.LEVEL_NAMES
