@@ -29,6 +29,7 @@ wait_new_invocation() {
 """
 
 RT = "mxrc-rt.service"
+NONRT = "mxrc-nonrt.service"
 CGROUP = "/sys/fs/cgroup/system.slice"
 
 # Timings from this drill's own journal entries and the unit's monotonic
@@ -37,17 +38,17 @@ CGROUP = "/sys/fs/cgroup/system.slice"
 # "Watchdog request" (the helper sent WATCHDOG=trigger) when it kills it.
 WATCHDOG_TIMING = r"""
 since=$(date +%s); sleep 1
-drill mxrc-rt.service {dropin}
-systemctl restart mxrc-rt.service
-old=$(prop mxrc-rt.service InvocationID)
-wait_new_invocation mxrc-rt.service $old {wait}; echo waited=$?
+drill {unit} {dropin}
+systemctl restart {unit}
+old=$(prop {unit} InvocationID)
+wait_new_invocation {unit} $old {wait}; echo waited=$?
 # At once: the new process runs with the same fault and will hang in turn.
-echo ready_us=$(prop mxrc-rt.service ActiveEnterTimestampMonotonic) restarts=$(prop mxrc-rt.service NRestarts)
+echo ready_us=$(prop {unit} ActiveEnterTimestampMonotonic) restarts=$(prop {unit} NRestarts)
 # The first of each since the drill began: the first hang and its kill.
-at() {{ journalctl -b -o short-monotonic --no-pager -u mxrc-rt.service --since=@$since | grep -E "$1" | head -1 | sed 's/^\[ *\([0-9.]*\)\].*/\1/'; }}
+at() {{ journalctl -b -o short-monotonic --no-pager -u {unit} --since=@$since | grep -E "$1" | head -1 | sed 's/^\[ *\([0-9.]*\)\].*/\1/'; }}
 echo hang_s=$(at 'injected hang') kill_s=$(at 'Watchdog (timeout|request)') exited_s=$(at 'Main process exited')
-journalctl -b -o cat --no-pager -u mxrc-rt.service --since=@$since | grep -E 'Watchdog|stall_budget_ms|injected hang' | head -5
-undrill mxrc-rt.service; systemctl restart mxrc-rt.service
+journalctl -b -o cat --no-pager -u {unit} --since=@$since | grep -E 'Watchdog|stall_budget_ms|injected hang' | head -5
+undrill {unit}; systemctl restart {unit}
 """
 
 STEPS = [
@@ -60,10 +61,13 @@ STEPS = [
     # US2-2/3, SC-002: a hung loop is killed and restarted; time from hang to READY.
     # The backstop: no stall budget, so only WatchdogSec (shortened) detects the hang.
     ("watchdog-hang", WATCHDOG_TIMING.format(
-        dropin="WatchdogSec=3s 'Environment=MXRC_FAULT=hang:4 MXRC_STALL_BUDGET_MS=0'", wait=60)),
+        unit=RT, dropin="WatchdogSec=3s 'Environment=MXRC_FAULT=hang:4 MXRC_STALL_BUDGET_MS=0'", wait=60)),
     # #10 item 8: at the spec's WatchdogSec=30s the helper's stall budget (the
     # reference's default, 1000 cycles) sends WATCHDOG=trigger within seconds.
-    ("watchdog-trigger", WATCHDOG_TIMING.format(dropin="Environment=MXRC_FAULT=hang:2", wait=60)),
+    ("watchdog-trigger", WATCHDOG_TIMING.format(unit=RT, dropin="Environment=MXRC_FAULT=hang:2", wait=60)),
+    # The Python helper the same way (the reference's budget: 50 turns of 0.1 s).
+    ("watchdog-trigger-nonrt", WATCHDOG_TIMING.format(unit=NONRT, dropin="Environment=MXRC_FAULT=hang:2",
+                                                      wait=90)),
     # US6: structured logs from both languages; -p err filters.
     ("journal", "since=$(date +%s); drill mxrc-nonrt.service Environment=MXRC_FAULT=log-levels; "
                 "drill mxrc-rt.service Environment=MXRC_FAULT=log-levels; systemctl restart mxrc-nonrt.service "
@@ -119,6 +123,23 @@ STEPS = [
               "cat /var/lib/mxrc/failover/events.jsonl; "
               "journalctl -b -o cat --no-pager -u 'mxrc-failover@*' | tail -5"),
 ]
+# docs/integration.md: with NotifyAccess=main a shell wrapper that forks is the
+# main process, so the program's READY=1 is refused and the start times out;
+# with exec the program is the main process. OnFailure= is cleared so that
+# the failed start does not reach the failover handler.
+NOTIFY_WRAPPER = r"""
+d=/run/systemd/system/mxrc-rt.service.d; mkdir -p $d
+wrap() { printf '%s\n' '[Unit]' 'OnFailure=' '[Service]' 'ExecStart=' "ExecStart=/bin/sh -c '$1'" \
+           'TimeoutStartSec=8s' 'Restart=no' > $d/drill.conf; systemctl daemon-reload; systemctl reset-failed mxrc-rt.service; }
+since=$(date +%s); sleep 1
+wrap '/usr/libexec/mxrc/mxrc-rt'
+systemctl restart mxrc-rt.service; echo wrapper_rc=$? wrapper_result=$(prop mxrc-rt.service Result)
+echo rejected=$(journalctl -b -o cat --no-pager -u mxrc-rt.service --since=@$since | grep -c 'reception only permitted for main PID')
+wrap 'exec /usr/libexec/mxrc/mxrc-rt'
+systemctl restart mxrc-rt.service; echo exec_rc=$? exec_state=$(prop mxrc-rt.service ActiveState)
+undrill mxrc-rt.service; systemctl restart mxrc-rt.service
+"""
+STEPS.append(("notify-wrapper", NOTIFY_WRAPPER))
 STEPS = [(name, PRELUDE + cmd) for name, cmd in STEPS]
 
 
@@ -164,17 +185,25 @@ def test_hung_loop_is_restarted_by_the_watchdog_timer(drills):
     assert 5 <= restart <= 30
 
 
-def test_stalled_heartbeat_triggers_the_watchdog_within_seconds(drills):
-    detect, restart, out = watchdog_timing(drills, "watchdog-trigger")
-    print(f"watchdog-trigger (WatchdogSec=30s, stall budget 1000 ms): hang to kill {detect:.2f} s, "
+@pytest.mark.parametrize("step,loop,budget_s,bound_s", [("watchdog-trigger", "control", 1, 5),
+                                                        ("watchdog-trigger-nonrt", "main", 5, 10)])
+def test_stalled_heartbeat_triggers_the_watchdog_within_seconds(drills, step, loop, budget_s, bound_s):
+    detect, restart, out = watchdog_timing(drills, step)
+    print(f"{step} (WatchdogSec=30s, stall budget {budget_s} s): hang to kill {detect:.2f} s, "
           f"kill to READY {restart:.1f} s, hang to READY {detect + restart:.1f} s")
-    assert "stall_budget_ms=1000" in out
-    assert re.search(r"Watchdog request \(last status: control loop stalled: no heartbeat for \d+ ms "
-                     r"\(budget 1000 ms\)\)", out), out
+    assert re.search(rf"Watchdog request \(last status: {loop} loop stalled: no heartbeat for \d+ ms "
+                     rf"\(budget {budget_s * 1000} ms\)\)", out), out
     assert "Watchdog timeout" not in out
     # Not before the budget ran out, and far below WatchdogSec (the timer alone: 22.5-37.5 s).
-    assert 0.9 <= detect <= 5.0
+    assert budget_s - 0.1 <= detect <= bound_s
     assert 5 <= restart <= 30
+
+
+def test_a_forking_wrapper_breaks_readiness_and_exec_keeps_it(drills):
+    out = drills["notify-wrapper"].output
+    v = values(out)
+    assert (v["wrapper_result"], v["exec_rc"], v["exec_state"]) == ("timeout", "0", "active"), out
+    assert v["wrapper_rc"] != "0" and int(v["rejected"]) >= 1, out
 
 
 def journal_entries(output: str) -> list[dict]:
