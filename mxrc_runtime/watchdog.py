@@ -79,7 +79,11 @@ class Watchdog:
         self._beats += 1
 
     def tick(self, now: float | None = None) -> Action:
-        """One pinger step: trigger after a stall beyond the budget, ping after progress when due."""
+        """One pinger step: trigger after a stall beyond the budget, ping after progress when due.
+
+        start()'s thread calls it; call it yourself only instead of start()
+        (your own loop, or a test passing `now`), never beside it.
+        """
         if self.triggered:
             return Action.NONE  # systemd is already killing us
         now = self._clock() if now is None else now

@@ -151,7 +151,7 @@ public:
 
     bool enabled() const noexcept { return timeout_.count() > 0; }
     std::chrono::microseconds period() const noexcept { return timeout_ / 4; }
-    bool triggered() const noexcept { return triggered_; }
+    bool triggered() const noexcept { return triggered_.load(std::memory_order_relaxed); }
 
     // How often the pinger thread looks at the heartbeat: the ping period, or
     // a quarter of the stall budget (at least 1 ms) when that is shorter.
@@ -163,8 +163,10 @@ public:
 
     // One pinger step at time `now`: ping when the loop progressed and a ping
     // is due, trigger when it has stalled beyond the budget, else nothing.
+    // start()'s thread calls it; call it yourself only instead of start()
+    // (your own non-RT loop, or a test driving time), never beside it.
     Action tick(Clock::time_point now) noexcept {
-        if (triggered_) return Action::none;  // systemd is already killing us
+        if (triggered()) return Action::none;  // systemd is already killing us
         const std::uint64_t count = heartbeat_.count();
         if (count != seen_) {
             seen_ = count;
@@ -211,7 +213,7 @@ private:
     Action trigger(Clock::time_point now) noexcept {
         using std::chrono::duration_cast;
         using std::chrono::milliseconds;
-        triggered_ = true;
+        triggered_.store(true, std::memory_order_relaxed);
         // STATUS= first: systemd logs "Watchdog request (last status: ...)!".
         char message[160];
         const int n = std::snprintf(message, sizeof message,
@@ -235,7 +237,7 @@ private:
     Clock::time_point last_ping_{};
     bool armed_ = false;
     bool pinged_once_ = false;
-    bool triggered_ = false;
+    std::atomic<bool> triggered_{false};  // read by other threads (status, tests)
     std::thread thread_;
     std::mutex mutex_;
     std::condition_variable cv_;
