@@ -217,6 +217,12 @@ def test_structured_logs_carry_timestamp_level_message_trace(drills):
     for e in entries:
         assert e["__REALTIME_TIMESTAMP"] and e["LOG_LEVEL"] and e["MESSAGE"]
         assert e["TRACE_ID"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    # One vocabulary: both languages name a priority as journalctl -p does.
+    assert all(e["LOG_LEVEL"] == journal.LEVEL_NAMES[int(e["PRIORITY"])] for e in entries)
+    levels = {unit: {e["LOG_LEVEL"] for e in entries if e["_SYSTEMD_UNIT"] == unit}
+              for unit in ("mxrc-rt.service", "mxrc-nonrt.service")}
+    assert levels == {"mxrc-rt.service": set(journal.LEVEL_NAMES),
+                      "mxrc-nonrt.service": {"crit", "err", "warning", "info", "debug"}}, levels
 
 
 def test_priority_filter_returns_err_and_worse_only(drills):
@@ -224,8 +230,6 @@ def test_priority_filter_returns_err_and_worse_only(drills):
     assert entries, drills["journal-err"].output
     assert all(int(e["PRIORITY"]) <= 3 for e in entries)
     assert any(e.get("LOG_LEVEL") == "err" for e in entries)
-    # One vocabulary: both languages name a priority as journalctl -p does.
-    assert all(e["LOG_LEVEL"] == journal.LEVEL_NAMES[int(e["PRIORITY"])] for e in entries)
 
 
 def test_cpu_quota_holds_sched_other_burners_to_two_cpus(drills):
