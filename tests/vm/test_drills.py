@@ -134,7 +134,10 @@ wrap() { printf '%s\n' '[Unit]' 'OnFailure=' '[Service]' 'ExecStart=' "ExecStart
 since=$(date +%s); sleep 1
 wrap '/usr/libexec/mxrc/mxrc-rt'
 systemctl restart mxrc-rt.service; echo wrapper_rc=$? wrapper_result=$(prop mxrc-rt.service Result)
-echo rejected=$(journalctl -b -o cat --no-pager -u mxrc-rt.service --since=@$since | grep -c 'reception only permitted for main PID')
+# The program did send READY=1 (it logs this line right after): systemd refused it. systemd 252 says
+# so at warning level, 257 only at debug level.
+j() { journalctl -b -o cat --no-pager -u mxrc-rt.service --since=@$since | grep -c "$1"; }
+echo ready_sent=$(j 'reference loop started') rejected=$(j 'reception only permitted for main PID')
 wrap 'exec /usr/libexec/mxrc/mxrc-rt'
 systemctl restart mxrc-rt.service; echo exec_rc=$? exec_state=$(prop mxrc-rt.service ActiveState)
 undrill mxrc-rt.service; systemctl restart mxrc-rt.service
@@ -203,7 +206,9 @@ def test_a_forking_wrapper_breaks_readiness_and_exec_keeps_it(drills):
     out = drills["notify-wrapper"].output
     v = values(out)
     assert (v["wrapper_result"], v["exec_rc"], v["exec_state"]) == ("timeout", "0", "active"), out
-    assert v["wrapper_rc"] != "0" and int(v["rejected"]) >= 1, out
+    assert v["wrapper_rc"] != "0" and int(v["ready_sent"]) >= 1, out
+    print(f"forking wrapper: Result={v['wrapper_result']}, READY=1 sent {v['ready_sent']}x, "
+          f"'reception only permitted' logged {v['rejected']}x; with exec: {v['exec_state']}")
 
 
 def journal_entries(output: str) -> list[dict]:
