@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import re
 
-from mxrc_install.cpulist import CpuListError, parse_cpulist
+from mxrc_install.cpulist import CpuListError, is_ascii_number, parse_cpulist
 from mxrc_install.exits import UserError
 
 CONFIG_PATH = "/etc/mxrc/mxrc-systemd.conf"
@@ -54,7 +54,7 @@ def parse_rt_cpus(value: str):
 
 
 def _int_in(name: str, value: str, lo: int, hi: int, hint: str) -> int:
-    if not value.strip().isdigit() or not lo <= int(value) <= hi:
+    if not is_ascii_number(value.strip()) or len(value.strip()) > 12 or not lo <= int(value) <= hi:
         raise ConfigError(f"{name} = {value!r}: must be a whole number from {lo} to {hi}{hint}")
     return int(value)
 
@@ -65,7 +65,7 @@ SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 def parse_size(value: str):
     if _auto(value):
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", value, re.I)
+    match = re.fullmatch(r"\s*([0-9]{1,15})\s*([KMGT]?)i?B?\s*", value, re.I | re.ASCII)
     if not match or int(match.group(1)) == 0:
         raise ConfigError(f"rt.memory_max = {value!r}: use a size such as 2G or 512M, or 'auto'")
     size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]

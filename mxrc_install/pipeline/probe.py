@@ -102,7 +102,7 @@ def read_cpus(root: SysRoot) -> Cpus:
             siblings[_index(rel, "cpu")] = found
     for rel in root.glob(f"{base}/cpu[0-9]*/topology/physical_package_id"):
         text = (root.read_text(rel) or "").strip()
-        if text.lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]{1,9}", text):
             packages[_index(rel, "cpu")] = int(text)
     if online is None:
         # No sysfs (a chroot): fall back to what topology we saw, else one CPU.
