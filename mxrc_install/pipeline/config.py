@@ -82,7 +82,10 @@ def parse_quota(value: str):
 
 
 def parse_listen(value: str) -> str:
+    address, _, scope = value.strip().partition("%")
     try:
+        if scope and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", scope):
+            raise ValueError(scope)   # an interface name; a space would reach ExecStart= as an argument
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
         raise ConfigError(f"monitor.listen = {value!r}: not an IP address; use 0.0.0.0 (all), "
@@ -131,6 +134,8 @@ KEYS = {
 
 def parse_config(text: str, source: str = CONFIG_PATH) -> Config:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",))
+    if "\0" in text:
+        raise ConfigError(f"{source}: contains a NUL byte; correct the file or remove it to use the defaults")
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
@@ -155,6 +160,8 @@ def parse_assignment(text: str) -> tuple[str, str]:
     name = name.strip()
     if not sep or name not in KEYS:
         raise ConfigError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(KEYS)}")
+    if any(c in value for c in "\n\r\0#"):   # would end the value or start a comment in the file
+        raise ConfigError(f"{name} = {value!r}: a value is one line without '#' or NUL")
     KEYS[name][1](value)
     return name, value.strip()
 
