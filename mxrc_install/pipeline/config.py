@@ -132,6 +132,27 @@ KEYS = {
 }
 
 
+# debconf question (mxrc-systemd/NAME) -> setting, in the order they are asked.
+# The config script and the postinst spell the same pairs; tests/unit/test_debconf.py
+# checks they agree with this table and with the templates. Their answers are
+# checked by `mxrc-systemd config --check KEY=VALUE`, i.e. by KEYS above: one validator.
+DEBCONF_QUESTIONS = {
+    "rt_cpus": "rt.cpus",
+    "rt_priority": "rt.priority",
+    "watchdog_sec": "rt.watchdog_sec",
+    "memory_max": "rt.memory_max",
+    "cpu_quota": "rt.cpu_quota",
+    "isolation_mode": "isolation.mode",
+    "boot_cmdline": "isolation.boot_cmdline",
+    "boot_optimize": "boot.optimize",
+    "reapply_on_hardware_change": "boot.reapply_on_hardware_change",
+}
+MONITOR_DEBCONF_QUESTIONS = {   # asked by mxrc-monitor (mxrc-monitor/NAME)
+    "listen": "monitor.listen",
+    "port": "monitor.port",
+}
+
+
 def parse_config(text: str, source: str = CONFIG_PATH) -> Config:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",))
     if "\0" in text:
