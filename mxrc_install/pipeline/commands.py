@@ -39,9 +39,9 @@ def exit_code_for(result: plan.Plan, kept: bool = False) -> int:
     return EXIT_WARNINGS if kept and code == EXIT_OK else code
 
 
-def print_findings(result: plan.Plan, out=sys.stdout) -> None:
+def print_findings(result: plan.Plan, out=None) -> None:
     for line in report.finding_lines(result.findings):
-        print(line, file=out)
+        print(line, file=out or sys.stdout)   # not bound at import: stdout may be replaced
 
 
 def run_apply(root: SysRoot) -> int:

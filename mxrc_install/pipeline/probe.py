@@ -82,9 +82,10 @@ def _cpulist(root: SysRoot, rel: str) -> frozenset[int] | None:
     if text is None:
         return None
     try:
-        return parse_cpulist(text)
+        cpus = parse_cpulist(text)
     except CpuListError:
         return None
+    return cpus or None   # an empty list is no information: never "no CPUs" (CPUAffinity= empty)
 
 
 def _index(path: str, prefix: str) -> int:
