@@ -232,8 +232,10 @@ memory_max = auto
 cpu_quota = auto
 
 [monitor]
-listen = 0.0.0.0
-port = 9558
+# Asked by mxrc-monitor (dpkg-reconfigure mxrc-monitor), which writes them here;
+# left unset until then so that its preseeded answers are not overridden.
+# listen = 0.0.0.0
+# port = 9558
 
 [boot]
 optimize = yes
