@@ -50,6 +50,19 @@ class Keep:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Adopt:
+    """A file identical to the plan that the manifest does not vouch for alone (an interrupted apply)."""
+    path: str
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Forget:
+    """A manifest entry whose file is gone."""
+    path: str
+
+
 def sha256(text: str | bytes) -> str:
     data = text.encode() if isinstance(text, str) else text
     return hashlib.sha256(data).hexdigest()
@@ -120,7 +133,7 @@ def actions_for(root: SysRoot, files: dict[str, str]) -> list:
         if state == "unsafe":
             actions.append(Keep(path, "a symlink or not a regular file on the way; not followed"))
         elif current == text.encode():
-            if path not in owned or sha256(current) not in owned[path]:
+            if owned.get(path) != {sha256(current)}:
                 actions.append(Adopt(path, text))   # exactly the plan: ours, wherever it came from
         elif state == "admin":
             actions.append(Keep(path, "changed by an admin since mxrc-systemd wrote it"
@@ -134,19 +147,6 @@ def actions_for(root: SysRoot, files: dict[str, str]) -> list:
         elif state == "absent":
             actions.append(Forget(path))
     return actions
-
-
-@dataclasses.dataclass(frozen=True)
-class Adopt:
-    """A file identical to the plan that the manifest does not list (an interrupted apply)."""
-    path: str
-    content: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Forget:
-    """A manifest entry whose file is gone."""
-    path: str
 
 
 def removal_actions(root: SysRoot) -> list:

@@ -144,3 +144,25 @@ def test_apply_with_bad_config_writes_nothing(machine, capsys):
     err = capsys.readouterr().err
     assert "rt.priority = '120'" in err and "1 to 99" in err
     assert not (machine / "etc/systemd").exists()
+
+
+def test_file_equal_to_the_plan_is_adopted_and_uninstalled(machine, capsys):
+    """An apply killed after writing a drop-in but before the manifest: the file is ours."""
+    run(machine, "apply")
+    text = (machine / RT_DROPIN).read_text()
+    (machine / "var/lib/mxrc-systemd/owned-files").write_text("")
+    assert run(machine, "apply") == 0
+    assert "0 file(s) changed" in capsys.readouterr().out
+    manifest = apply.parse_manifest((machine / "var/lib/mxrc-systemd/owned-files").read_text())
+    assert manifest["/" + RT_DROPIN] == {apply.sha256(text)}
+    assert run(machine, "uninstall") == 0
+    assert not (machine / RT_DROPIN).exists()
+
+
+def test_intent_lines_are_compacted_by_the_next_apply(machine):
+    run(machine, "apply")
+    manifest = machine / "var/lib/mxrc-systemd/owned-files"
+    manifest.write_text(manifest.read_text() + f"{'0' * 64}  /{RT_DROPIN}\n")
+    assert run(machine, "apply") == 0
+    assert f"{'0' * 64}" not in manifest.read_text()
+    assert len(manifest.read_text().splitlines()) == 3
