@@ -89,8 +89,9 @@ def two_cpus(trixie_image, guest_files, upgrade_debs):
 def test_bad_preseed_for_every_question_installs_with_defaults(two_cpus):
     install = two_cpus["install"]
     assert install.ok, install.output
-    for question, (_, value) in BAD_PRESEED.items():
-        assert f"preseeded {question} = '{value}' is invalid" in install.output, question
+    for question, (kind, value) in BAD_PRESEED.items():
+        if kind != "select":   # debconf itself puts a select outside its choices back to the default
+            assert f"preseeded {question} = '{value}' is invalid" in install.output, question
     installed = two_cpus["installed"].output
     for package in ("mxrc-systemd", "mxrc-monitor"):
         assert re.search(rf"^ii\s+{package}\s", installed, re.M), installed
