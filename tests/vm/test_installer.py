@@ -16,9 +16,8 @@ LIVE = ("systemctl show mxrc-rt.service mxrc-nonrt.service -p Id -p CPUAffinity 
 RT_SCHED = "chrt -p $(systemctl show -p MainPID --value mxrc-rt.service)"
 INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
            "/mnt/host/files/*.deb")
-# Answers for the medium-priority questions, in the order each config script asks
-# ("" keeps the default: isolation_mode, boot_cmdline).
-RECONFIGURE_ANSWERS = ["auto", "60", "25", "512M", "auto", "", ""]
+# Answers for the medium-priority questions, in the order each config script asks.
+RECONFIGURE_ANSWERS = ["auto", "60", "25", "512M", "auto", "auto", "no"]
 RECONFIGURE_MONITOR_ANSWERS = ["127.0.0.1", "9559"]
 # A bad preseeded answer for every question: the install must succeed with the
 # defaults and a warning for each (issue #11).
