@@ -139,3 +139,65 @@ def test_config_script_validates_with_the_same_table(tmp_path):
                             capture_output=True, text=True, check=True)
     got = [line.split(" ", 1)[0] == "ok" for line in result.stdout.splitlines()]
     assert got == [accepts(config.parse_assignment, f"{k}={v}") for k, v in sample]
+
+
+def debconf_home(tmp_path):
+    """A private debconf database, the templates as po2debconf builds them, mxrc-systemd on PATH."""
+    (tmp_path / "debconf.conf").write_text(
+        "Config: configdb\nTemplates: templatedb\n\n"
+        f"Name: configdb\nDriver: File\nFilename: {tmp_path}/config.dat\n\n"
+        f"Name: templatedb\nDriver: File\nMode: 644\nFilename: {tmp_path}/templates.dat\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "mxrc-systemd").write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m mxrc_install \"$@\"\n")
+    (bindir / "mxrc-systemd").chmod(0o755)
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    for name in ("mxrc-systemd", "mxrc-monitor"):
+        templates = subprocess.run(["po2debconf", os.path.join(DEBIAN, f"{name}.templates")], check=True,
+                                   capture_output=True, text=True, cwd=DEBIAN).stdout
+        (pkg / f"{name}.templates").write_text(templates)
+        script = read(f"{name}.config").replace("CONF=/etc/mxrc/mxrc-systemd.conf", f"CONF={tmp_path}/conf")
+        (pkg / f"{name}.config").write_text(script)
+        (pkg / f"{name}.config").chmod(0o755)
+    return {**os.environ, "DEBCONF_SYSTEMRC": str(tmp_path / "debconf.conf"), "DEBIAN_FRONTEND": "noninteractive",
+            "PATH": f"{bindir}:{os.environ['PATH']}"}, pkg
+
+
+def run_config(env, pkg, name):
+    return subprocess.run(["/usr/share/debconf/frontend", str(pkg / f"{name}.config"), "configure"],
+                          env=env, capture_output=True, text=True)
+
+
+def answers(tmp_path):
+    values, name = {}, None
+    for line in (tmp_path / "config.dat").read_text().splitlines():
+        if line.startswith("Name: "):
+            name = line[6:]
+        elif line.startswith("Value: "):
+            values[name] = line[7:]
+    return values
+
+
+@pytest.mark.spawns
+@pytest.mark.skipif(not os.path.exists("/usr/share/debconf/frontend"), reason="needs debconf")
+def test_bad_preseed_and_bad_file_value_fall_back_with_their_origin(tmp_path):
+    env, pkg = debconf_home(tmp_path)
+    (tmp_path / "conf").write_text("[rt]\npriority = 0\ncpus = 2-3\n")
+    run_config(env, pkg, "mxrc-systemd")   # registers the questions
+    preseed = ("mxrc-systemd mxrc-systemd/watchdog_sec string 30s\n"
+               "mxrc-systemd mxrc-systemd/boot_cmdline boolean maybe\n"
+               "mxrc-monitor mxrc-monitor/port string 0\n")
+    subprocess.run(["debconf-set-selections"], input=preseed, env=env, check=True, text=True)
+    result = run_config(env, pkg, "mxrc-systemd")
+    assert result.returncode == 0, result.stderr
+    assert f"rt.priority in {tmp_path}/conf = '0' is invalid" in result.stderr
+    assert "preseeded mxrc-systemd/watchdog_sec = '30s' is invalid" in result.stderr
+    assert "preseeded mxrc-systemd/boot_cmdline = 'maybe' is invalid" in result.stderr
+    assert "preseeded mxrc-systemd/rt_priority" not in result.stderr
+    monitor = run_config(env, pkg, "mxrc-monitor")
+    assert monitor.returncode == 0 and "preseeded mxrc-monitor/port = '0' is invalid" in monitor.stderr
+    got = answers(tmp_path)
+    assert got["mxrc-systemd/rt_priority"] == "80" and got["mxrc-systemd/rt_cpus"] == "2-3"
+    assert got["mxrc-systemd/watchdog_sec"] == "30" and got["mxrc-systemd/boot_cmdline"] == "false"
+    assert got["mxrc-monitor/port"] == "9558"
