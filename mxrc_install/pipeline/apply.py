@@ -69,11 +69,8 @@ def sha256(text: str | bytes) -> str:
 
 
 def planned_files(plan: Plan) -> dict[str, str]:
-    """path -> text: the files a plan wants (a plan with `files` already has them by path)."""
-    files = getattr(plan, "files", None)
-    if files is not None:
-        return dict(files)
-    return {dropin_path(unit): text for unit, text in plan.dropins.items()}
+    """path -> text: every file the plan wants, its unit drop-ins and its other owned files."""
+    return {dropin_path(unit): text for unit, text in plan.dropins.items()} | dict(plan.files)
 
 
 _LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<path>/.*)")

@@ -12,11 +12,10 @@ import pytest
 from sysroots import Hardware, build
 
 from mxrc_install import cli
-from mxrc_install.pipeline import apply
+from mxrc_install.pipeline import apply, paths
 from mxrc_install.sysroot import SysRoot
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OURS = "50-mxrc-hardware.conf"
 
 # Runs mxrc-systemd, dying with os._exit (no cleanup, like SIGKILL) at the Nth
 # replace/unlink/write: every point where a file changes.
@@ -43,14 +42,19 @@ def mxrc(*args, crash_at=None, check=False):
                           check=check)
 
 
+def ours_on_disk(root):
+    """Every file under the root at a path mxrc-systemd may own."""
+    return {"/" + str(p.relative_to(root)) for p in root.joinpath("etc").rglob("*")
+            if p.is_file() and paths.ownable("/" + str(p.relative_to(root)))}
+
+
 def assert_consistent(root):
     """Every file of ours on disk is vouched for by the manifest, no temp file is left behind
     by a completed run, and each manifest digest set holds the file's content."""
     owned = apply.read_manifest(SysRoot(root))
-    for path in root.joinpath("etc/systemd/system").rglob(OURS):
-        rel = "/" + str(path.relative_to(root))
+    for rel in ours_on_disk(root):
         assert rel in owned, f"orphan {rel}"
-        assert apply.sha256(path.read_bytes()) in owned[rel]
+        assert apply.sha256(root.joinpath(rel.lstrip("/")).read_bytes()) in owned[rel]
 
 
 def converge_and_uninstall(root):
@@ -58,7 +62,7 @@ def converge_and_uninstall(root):
     assert not [p for p in root.rglob(".*") if p.is_file() and p.name.startswith((".50-", ".owned"))]
     assert_consistent(root)
     assert cli.main(["--root", str(root), "uninstall"]) == 0
-    assert not list(root.joinpath("etc/systemd/system").rglob(OURS)), "orphaned drop-in"
+    assert not ours_on_disk(root), "orphaned file"
 
 
 @pytest.fixture
@@ -118,7 +122,7 @@ def test_concurrent_runs_lose_no_manifest_entry(machine):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     owned = apply.read_manifest(SysRoot(machine))
-    on_disk = {"/" + str(p.relative_to(machine)) for p in machine.joinpath("etc/systemd/system").rglob(OURS)}
+    on_disk = ours_on_disk(machine)
     assert on_disk and on_disk == set(owned)
     assert_consistent(machine)
     converge_and_uninstall(machine)
