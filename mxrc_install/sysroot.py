@@ -46,13 +46,13 @@ class SysRoot:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except IsADirectoryError:
-            raise ReadError(f"{path}: is a directory, not a settings file; move it away") from None
+            raise ReadError(f"{path}: is a directory, not a settings file; move it away", path) from None
         except PermissionError:
             raise ReadError(f"{path}: cannot be read (permission denied); run as root or fix its "
-                            "permissions (chmod 644)") from None
+                            "permissions (chmod 644)", path) from None
         except UnicodeDecodeError as exc:
             raise ReadError(f"{path}: byte {exc.start} is not UTF-8 text; correct the file "
-                            "(iconv -t UTF-8) or remove it to use the defaults") from None
+                            "(iconv -t UTF-8) or remove it to use the defaults", path) from None
 
     def exists(self, rel: str) -> bool:
         return self.path(rel).exists()

@@ -71,7 +71,7 @@ def check_no_symlink(root: SysRoot, rel: str) -> None:
             return
         if stat.S_ISLNK(mode):
             raise UnsafePath(f"{current}: is a symlink; mxrc-systemd does not follow symlinks in the "
-                             f"paths it writes; replace it with a real directory or file")
+                             f"paths it writes; replace it with a real directory or file", current)
 
 
 def read_bytes(root: SysRoot, rel: str) -> bytes | None:
@@ -83,7 +83,7 @@ def read_bytes(root: SysRoot, rel: str) -> bytes | None:
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnsafePath(f"{root.path(rel)}: not a regular file; move it away")
+            raise UnsafePath(f"{root.path(rel)}: not a regular file; move it away", root.path(rel))
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)

@@ -126,6 +126,7 @@ CASES = [
     ("meminfo-not-utf8", put("proc/meminfo", b"MemTotal: \xff kB\n"), ["apply"], OK, ""),
     ("osrelease-is-dir", replace_with_dir("proc/sys/kernel/osrelease"), ["plan"], OK, ""),
     ("json-error-plan", put(CONF, "[rt]\ncpus = x\n"), ["plan", "--json"], ERR, "not a CPU number"),
+    ("json-error-config-dir", mkdir(CONF), ["plan", "--json"], ERR, "is a directory"),
     ("json-error-probe-root", None, ["--root", "/nonexistent-mxrc", "probe", "--json"], ERR, "not a directory"),
     ("root-nul", None, ["--root", "/tmp/a\x00b", "plan"], ERR, "not a directory"),
     ("root-too-long", None, ["--root", "/" + "a" * 5000, "plan"], ERR, "too long"),
@@ -213,6 +214,8 @@ def test_bad_input(machine, capsys, case_id, setup, args, status, message):
     if "--json" in args:
         error = json.loads(out.out)
         assert set(error) == {"error", "path"} and message in error["error"]
+        if "config-dir" in case_id:
+            assert error["path"] == str(machine / CONF)
     invariants(machine, before)
 
 
