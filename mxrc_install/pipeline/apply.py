@@ -21,8 +21,6 @@ from pathlib import Path
 
 from mxrc_install.pipeline import paths
 from mxrc_install.pipeline.paths import STATE_DIR, UnsafePath
-from mxrc_install.pipeline.plan import Plan
-from mxrc_install.pipeline.report import dropin_path
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)
@@ -66,11 +64,6 @@ class Forget:
 def sha256(text: str | bytes) -> str:
     data = text.encode() if isinstance(text, str) else text
     return hashlib.sha256(data).hexdigest()
-
-
-def planned_files(plan: Plan) -> dict[str, str]:
-    """path -> text: every file the plan wants, its unit drop-ins and its other owned files."""
-    return {dropin_path(unit): text for unit, text in plan.dropins.items()} | dict(plan.files)
 
 
 _LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<path>/.*)")

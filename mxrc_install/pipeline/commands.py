@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import sys
 
 from mxrc_install.pipeline import activate, apply, config, expected, isolate, lock, paths, plan, probe, report
 
-from mxrc_install import names
+from mxrc_install import names, process
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
@@ -55,13 +54,17 @@ def grub_installed(root: SysRoot) -> bool:
 def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None:
     """Reload, re-exec, restart irqbalance, update-grub: only what the changed files need, only live."""
     grub = grub_installed(root)
+    removed = {path for path in changed if not root.exists(path)}
     if root.systemd_running():
-        for argv in activate.commands_for(changed, booting, grub):
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            log.info("%s: exit %d", " ".join(argv), proc.returncode)
-            if proc.returncode != 0:
-                print(f"mxrc-systemd: {' '.join(argv)} failed (exit {proc.returncode}): "
-                      f"{proc.stderr.strip()}", file=sys.stderr)
+        online = probe.read_cpus(root).online
+        for cmd in activate.commands_for(changed, removed, booting, grub, online):
+            done = process.run(cmd.argv)
+            log.info("%s: exit %d", " ".join(cmd.argv), done.rc)
+            if done.rc not in cmd.ok:
+                print(f"mxrc-systemd: {done.failure()}", file=sys.stderr)
+        for path, value in activate.cgroup_resets(removed).items():
+            if root.exists(path):
+                root.path(path).write_text(value + "\n")
     note = activate.reboot_note(changed, grub)
     if note:
         print(note)
@@ -81,7 +84,7 @@ def _apply_locked(root: SysRoot, booting: bool) -> int:
         return EXIT_OK
     facts = probe.read_facts(root)
     result = plan.make_plan(facts, cfg)
-    actions = apply.actions_for(root, apply.planned_files(result))
+    actions = apply.actions_for(root, result.owned_files())
     changed = apply.execute(root, actions)
     apply.record_hardware(root, plan.hardware_fingerprint(facts))
     root.path(apply.FIRST_BOOT).unlink(missing_ok=True)
@@ -106,7 +109,7 @@ def _apply_locked(root: SysRoot, booting: bool) -> int:
 
 def services_running() -> bool:
     """Whether any MXRC service runs now (systemctl is-active: 0 when at least one is active)."""
-    return subprocess.run(["systemctl", "is-active", "--quiet", *names.SERVICES]).returncode == 0
+    return process.run(["systemctl", "is-active", "--quiet", *names.SERVICES]).ok
 
 
 def boot_check(root: SysRoot) -> int:
@@ -134,16 +137,14 @@ def boot_check(root: SysRoot) -> int:
 def verify(root: SysRoot) -> int:
     _, result = current_plan(root)
     problems = 0
-    for unit, text in result.dropins.items():
-        path = report.dropin_path(unit)
+    for path, text in result.owned_files().items():
         ok = root.read_text(path) == text
         problems += not ok
         print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
     if root.systemd_running():
         for unit, prop, want in ((u, k, v) for u, props in expected.planned_properties(result.placement).items()
                                  for k, v in props.items()):
-            value = subprocess.run(["systemctl", "show", "-p", prop, "--value", unit],
-                                   capture_output=True, text=True).stdout.strip()
+            value = process.run(["systemctl", "show", "-p", prop, "--value", unit]).stdout.strip()
             ok = value == want
             problems += not ok
             print(f"{'PASS' if ok else 'FAIL'} {unit} {prop}={value}" + (
