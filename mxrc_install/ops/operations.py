@@ -6,9 +6,10 @@ import dataclasses
 import json
 import os
 
+from mxrc_install import names
 from mxrc_install.pipeline import apply
 
-from mxrc_install.ops import boottime, deps, doctor, jitter, live
+from mxrc_install.ops import boottime, deps, doctor, isolation, isolation_facts, jitter, live
 from mxrc_install.pipeline.commands import current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
@@ -26,10 +27,18 @@ def _require_running_system(root: SysRoot, what: str) -> None:
 
 def doctor_command(root: SysRoot, as_json: bool) -> int:
     _require_running_system(root, "doctor")
-    _, result = current_plan(root)
-    checks = doctor.run_checks(result, live.gather(result.placement))
+    facts, result = current_plan(root)
+    checks = doctor.run_checks(result, live.gather(result.placement)) + isolation_checks(root, facts, result)
     print(doctor.render_json(checks) if as_json else doctor.render_text(checks), end="")
     return doctor.exit_code(checks)
+
+
+def isolation_checks(root: SysRoot, facts, result) -> list:
+    """The RT isolation layers (issue #10), read after live.gather so its short-lived children are gone."""
+    found = isolation_facts.read(root, facts.cpus.online, result.placement.rt_cpus, facts.rt_group_sched, names.RT)
+    # doctor itself runs wherever its shell does: naming it would hide the real offenders.
+    found = isolation_facts.without_pids(found, {os.getpid()})
+    return isolation.run_checks(found, result.placement, load_config(root).isolation)
 
 
 def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool) -> int:
