@@ -1,345 +1,168 @@
-"""doctor's RT isolation checks (issue #10 item 5) on fake robots: a healthy one, then each layer broken."""
+"""The RT isolation contract (#10): what is rendered per mode, what `isolate`
+writes and puts back, and what makes the changes take effect."""
 
-import dataclasses
-import shutil
+import json
+import subprocess
 
 import pytest
-from isolation_facts_helpers import checks_of, facts_of, placement_of
-from isolation_sysroots import (FULL_CMDLINE, RT_CGROUP, robot, write_cpuset, write_idle, write_irq, write_kthread,
-                                write_task)
-from sysroots import write
+from sysroots import Hardware, build, write
 
-from mxrc_install import names
-from mxrc_install.ops import isolation, isolation_facts, operations
-from mxrc_install.ops.doctor import FAIL, PASS, WARN
-from mxrc_install.pipeline import plan, probe
+from mxrc_install import cli, names
+from mxrc_install.pipeline import activate, isolate, plan, probe, render
+from mxrc_install.pipeline.config import Config
+from mxrc_install.pipeline.report import dropin_path
 from mxrc_install.sysroot import SysRoot
 
-
-def test_a_robot_with_every_layer_in_place_passes_every_check(tmp_path):
-    checks = checks_of(robot(tmp_path))
-    assert {c.id: c.status for c in checks if c.status != PASS} == {}
-    assert {c.id for c in checks} == {
-        "isolation:cmdline", "isolation:kernel", "isolation:rt-cpuset", "isolation:rt-partition",
-        "isolation:cpuset:system.slice", "isolation:cpuset:user.slice", "isolation:cpuset:init.scope",
-        "isolation:tasks", "isolation:kthreads", "isolation:irqs", "isolation:irq-default", "isolation:irqbalance",
-        "isolation:workqueue", "isolation:cstates", "isolation:throttling", "isolation:rt-threads",
-        "isolation:rt-memlock"}
-    by_id = {c.id: c for c in checks}
-    assert "2 per-CPU kernel threads" in by_id["isolation:kthreads"].evidence
-    assert "2 threads (1 fifo 80, 1 other 0)" in by_id["isolation:rt-threads"].evidence
-    assert "65536 kB" in by_id["isolation:rt-memlock"].evidence
+SPEC = Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True)
 
 
-# -- tasks -------------------------------------------------------------------------
+def make(tmp_path, hw=SPEC, **config):
+    return plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, hw))), Config(**config))
 
-def test_a_process_pinned_to_an_rt_cpu_fails_naming_pid_comm_and_unit(tmp_path):
-    root = robot(tmp_path)
-    write_task(root, 4242, "yes", {2}, "/user.slice/user-0.slice/session-3.scope")
-    check = checks_of(root, "isolation:tasks")
-    assert check.status == FAIL
-    assert "PID 4242 (yes, session-3.scope, CPUs 2)" in check.evidence
-    assert "taskset -apc 0-1 PID" in check.fix
+
+def test_mxrc_rt_is_confined_by_its_cpuset_in_every_mode(tmp_path):
+    for mode in ("auto", "kernel-only", "off"):
+        result = make(tmp_path, isolation=mode)
+        assert "AllowedCPUs=2 3\n" in result.dropins[names.RT], mode
+        assert result.dropins[names.RT_SLICE].endswith("[Slice]\nAllowedCPUs=2 3\n"), mode
+        assert "AllowedCPUs=0 1\n" in result.dropins[names.NONRT], mode
+
+
+def test_auto_keeps_every_other_slice_and_pid1_on_the_housekeeping_cpus(tmp_path):
+    result = make(tmp_path)
+    for s in render.FOREIGN_SLICES:
+        assert result.dropins[s].endswith("[Slice]\nAllowedCPUs=0 1\n"), s
+    assert result.dropins[render.IRQBALANCE].endswith("Environment=IRQBALANCE_BANNED_CPULIST=2-3\n")
+    assert result.files[render.MANAGER_CONF].endswith("[Manager]\nCPUAffinity=0 1\n")
+    assert "cpuset.cpus.partition" in result.dropins[names.RT]
 
 
 @pytest.mark.parametrize("mode", ["kernel-only", "off"])
-def test_outside_mode_auto_a_foreign_task_only_warns(tmp_path, mode):
-    root = robot(tmp_path)
-    write_task(root, 4242, "yes", {2}, "/user.slice/user-0.slice/session-3.scope")
-    check = checks_of(root, "isolation:tasks", mode=mode)
-    assert check.status == WARN and "PID 4242 (yes" in check.evidence and "isolcpus=" in check.fix
+def test_other_modes_leave_the_rest_of_the_system_alone(tmp_path, mode):
+    result = make(tmp_path, isolation=mode)
+    assert not set(result.dropins) & {*render.FOREIGN_SLICES, render.IRQBALANCE}
+    assert render.MANAGER_CONF not in result.files
+    assert "cpuset.cpus.partition" not in result.dropins[names.RT]
 
 
-def test_threads_of_one_process_are_named_once_with_their_union(tmp_path):
-    root = robot(tmp_path)
-    write_task(root, 700, "worker", {0, 2}, "/system.slice/app.service")
-    write_task(root, 700, "worker-rt", {3}, "/system.slice/app.service", tid=701)
-    write_task(root, 700, "worker-io", {0, 1}, "/system.slice/app.service", tid=702)
-    check = checks_of(root, "isolation:tasks")
-    assert "1 process(es)" in check.evidence
-    assert "PID 700 (worker, app.service, CPUs 0,2-3, 2 threads)" in check.evidence
+def test_one_cpu_has_nothing_to_isolate_from(tmp_path):
+    result = make(tmp_path, Hardware(cpus=1))
+    assert not result.files and render.FOREIGN_SLICES[0] not in result.dropins
 
 
-def test_many_offenders_are_counted_beyond_the_listed_ones(tmp_path):
-    root = robot(tmp_path)
-    for pid in range(2000, 2015):
-        write_task(root, pid, "sleep", {0, 1, 2, 3}, "/system.slice/x.service")
-    check = checks_of(root, "isolation:tasks")
-    assert "15 process(es)" in check.evidence and "and 5 more" in check.evidence
+def test_grub_dropin_is_opt_in_and_appends_to_the_admins_line(tmp_path):
+    assert render.GRUB_CONF not in make(tmp_path).files
+    text = make(tmp_path, boot_cmdline=True).files[render.GRUB_CONF]
+    assert ('GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX isolcpus=managed_irq,domain,2-3 nohz_full=2-3 '
+            'rcu_nocbs=2-3 irqaffinity=0-1"\n') in text
 
 
-def test_mxrc_rt_and_the_jitter_unit_belong_on_the_rt_cpus(tmp_path):
-    root = robot(tmp_path)
-    write_task(root, 3000, "cyclictest", {2, 3}, "/system.slice/mxrc-jitter-77.service")
-    assert checks_of(root, "isolation:tasks").status == PASS
+@pytest.mark.spawns
+def test_grub_mkconfig_would_see_the_admins_and_our_parameters(tmp_path):
+    """grub-mkconfig sources /etc/default/grub, then /etc/default/grub.d/*.cfg: do the same with sh."""
+    (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX="console=ttyS0"\n')
+    (tmp_path / "60-mxrc.cfg").write_text(make(tmp_path / "m", boot_cmdline=True).files[render.GRUB_CONF])
+    out = subprocess.run(["sh", "-c", f'. {tmp_path}/grub; . {tmp_path}/60-mxrc.cfg; echo "$GRUB_CMDLINE_LINUX"'],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["console=ttyS0", "isolcpus=managed_irq,domain,2-3", "nohz_full=2-3",
+                           "rcu_nocbs=2-3", "irqaffinity=0-1"]
 
 
-def test_doctor_leaves_itself_out(tmp_path):
-    root = robot(tmp_path)
-    write_task(root, 5000, "mxrc-systemd", {0, 1, 2, 3}, "/user.slice/user-0.slice/session-1.scope")
-    facts = isolation_facts.without_pids(facts_of(root), {5000})
-    assert isolation.check_tasks(facts, placement_of(root), "auto")[0].status == PASS
+def test_hexmask_is_the_kernels_bitmap_format():
+    assert isolate.hexmask({0, 1}) == "00000003"
+    assert isolate.hexmask({0, 33}) == "00000002,00000001"
 
 
-# -- kernel threads ----------------------------------------------------------------------
-
-def test_a_movable_kernel_thread_on_rt_cpus_is_named_per_cpu_ones_are_expected(tmp_path):
-    root = robot(tmp_path)
-    write_kthread(root, 2, "kthreadd", {0, 1, 2, 3})
-    write_kthread(root, 32, "kworker/3:1", {3}, per_cpu=True)
-    check = checks_of(root, "isolation:kthreads")
-    assert check.status == WARN and "PID 2 (kthreadd, CPUs 0-3)" in check.evidence
-    assert "kworker" not in check.evidence
-
-
-def test_a_per_cpu_kernel_thread_is_never_a_foreign_task(tmp_path):
-    root = robot(tmp_path)
-    write_kthread(root, 40, "migration/2", {2}, per_cpu=True)
-    assert checks_of(root, "isolation:tasks").status == PASS
+def kernel(root, irqs=None, kthreads=None):
+    """A fake running kernel: IRQ affinities, workqueue mask, PM QoS, tasks (pid -> (flags, cpus))."""
+    write(root, isolate.WORKQUEUE_MASK, "f\n")
+    write(root, isolate.DEFAULT_IRQ_MASK, "f\n")
+    for irq, cpus in (irqs or {}).items():
+        write(root, isolate.IRQ_AFFINITY.format(irq=irq), cpus + "\n")
+    for cpu in range(4):
+        write(root, isolate.PM_QOS.format(cpu=cpu), "0\n")
+    for pid, (flags, cpus) in (kthreads or {}).items():
+        write(root, f"/proc/{pid}/stat", f"{pid} (k worker) S 2 0 0 0 -1 {flags} 0 0\n")
+        write(root, f"/proc/{pid}/status", f"Name:\tk\nCpus_allowed_list:\t{cpus}\n")
+    return SysRoot(root)
 
 
-# -- interrupts ------------------------------------------------------------------------------
-
-def test_a_movable_irq_on_an_rt_cpu_fails_naming_number_and_device(tmp_path):
-    root = robot(tmp_path)
-    write_irq(root, 24, "virtio0-config", {2}, managed=False)
-    check = checks_of(root, "isolation:irqs")
-    assert check.status == FAIL and "IRQ 24 (virtio0-config, movable) on CPU 2" in check.evidence
-    assert "smp_affinity_list" in check.fix
-
-
-def test_a_managed_irq_only_warns_and_says_it_cannot_move(tmp_path):
-    root = robot(tmp_path)
-    write_irq(root, 26, "virtio1-req.2", {2}, managed=True)
-    check = checks_of(root, "isolation:irqs")
-    assert check.status == WARN and "IRQ 26 (virtio1-req.2, managed)" in check.evidence
-    assert "managed_irq" in check.fix
-
-
-def test_without_irq_debugfs_the_kind_is_not_guessed(tmp_path):
-    root = robot(tmp_path)
-    write_irq(root, 27, "eth0", {3}, managed=None)
-    check = checks_of(root, "isolation:irqs")
-    assert check.status == WARN and "IRQ 27 (eth0, movable or managed) on CPU 3" in check.evidence
-
-
-def test_an_irq_not_started_has_no_effective_cpu_and_is_skipped(tmp_path):
-    root = robot(tmp_path)
-    write(root, "/proc/irq/40/effective_affinity_list", "\n")
-    assert all(i.number != 40 for i in facts_of(root).irqs)
+def test_isolate_start_moves_what_can_move_and_stop_puts_everything_back(tmp_path):
+    root = kernel(build(tmp_path, SPEC), irqs={24: "0-3", 25: "0", 26: "2"},
+                  kthreads={50: (isolate.PF_KTHREAD, "0-3"), 51: (isolate.PF_KTHREAD | isolate.PF_NO_SETAFFINITY, "2"),
+                            52: (0, "0-3")})
+    before = {p: root.read_text(p) for p in root.glob("/proc/irq/**/*") + root.glob("/sys/devices/**/*")
+              if root.path(p).is_file()}
+    lines = isolate.start(root, frozenset({2, 3}), frozenset({0, 1}))
+    assert root.read_text(isolate.WORKQUEUE_MASK) == "00000003\n"
+    assert root.read_text(isolate.DEFAULT_IRQ_MASK) == "00000003\n"
+    assert root.read_text("/proc/irq/24/smp_affinity_list") == "0-1\n"
+    assert root.read_text("/proc/irq/26/smp_affinity_list") == "0-1\n"
+    assert root.read_text("/proc/irq/25/smp_affinity_list") == "0\n"   # not on an RT CPU: untouched
+    assert root.read_text(isolate.PM_QOS.format(cpu=2)) == isolate.RT_WAKEUP_LATENCY_US + "\n"
+    assert root.read_text(isolate.PM_QOS.format(cpu=0)) == "0\n"
+    assert isolate.movable_kernel_threads(root, frozenset({2, 3})) == [50]   # not per-CPU 51, not user task 52
+    assert "1 of 1 movable kernel threads moved to CPUs 0-1" in lines
+    saved = json.loads(root.read_text(isolate.SAVED))
+    assert saved["settings"]["/proc/irq/24/smp_affinity_list"] == "0-3"
+    # A second start (mxrc-rt restarted) must not save our own values as the originals.
+    isolate.start(root, frozenset({2, 3}), frozenset({0, 1}))
+    assert json.loads(root.read_text(isolate.SAVED)) == saved
+    isolate.stop(root)
+    after = {p: root.read_text(p) for p in before}
+    assert after == before
+    assert not root.exists(isolate.SAVED)
 
 
-def test_default_irq_affinity_on_rt_cpus_fails_with_the_hex_mask_to_write(tmp_path):
-    root = robot(tmp_path)
-    write(root, "/proc/irq/default_smp_affinity", "f\n")
-    check = checks_of(root, "isolation:irq-default")
-    assert check.status == FAIL and "echo 3 > /proc/irq/default_smp_affinity" in check.fix
+def test_a_refused_irq_is_reported_not_fatal(tmp_path, monkeypatch):
+    root = kernel(build(tmp_path, SPEC), irqs={30: "2-3"})
+    real = isolate._write
+    monkeypatch.setattr(isolate, "_write", lambda r, p, v: "Input/output error" if "/30/" in p else real(r, p, v))
+    lines = isolate.start(root, frozenset({2, 3}), frozenset({0, 1}))
+    assert "left on the RT CPUs (the kernel refused): irq 30: Input/output error" in lines
 
 
-@pytest.mark.parametrize("files, status", [
-    ({}, FAIL),
-    ({"/etc/default/irqbalance": 'IRQBALANCE_BANNED_CPULIST="2-3"\n'}, PASS),
-    ({"/etc/systemd/system/irqbalance.service.d/50-mxrc.conf":
-      "[Service]\nEnvironment=IRQBALANCE_BANNED_CPULIST=2-3\n"}, PASS),
-    ({"/etc/default/irqbalance": "IRQBALANCE_BANNED_CPUS=0000000c\n"}, PASS),
-    ({"/etc/default/irqbalance": 'IRQBALANCE_BANNED_CPULIST="3"\n'}, FAIL),
+def test_stat_flags_survive_a_comm_with_spaces_and_parentheses():
+    assert isolate.parse_stat_flags("7 (kworker/u8:0 (x)) I 2 0 0 0 -1 69238880 0 0") == 69238880
+    assert isolate.parse_stat_flags("garbage") is None
+
+
+def test_isolate_command_does_nothing_but_restore_when_mode_is_off(tmp_path, capsys):
+    root = build(tmp_path, SPEC)
+    write(root, "/etc/mxrc/mxrc-systemd.conf", "[isolation]\nmode = off\n")
+    kernel(root, irqs={24: "0-3"})
+    assert cli.main(["--root", str(root), "isolate", "start"]) == 0
+    assert "no runtime isolation" in capsys.readouterr().out
+    assert (root / "proc/irq/24/smp_affinity_list").read_text() == "0-3\n"
+
+
+def test_uninstall_restores_the_runtime_isolation(tmp_path):
+    root = build(tmp_path, SPEC)
+    kernel(root, irqs={24: "0-3"})
+    assert cli.main(["--root", str(root), "apply"]) == 0
+    assert cli.main(["--root", str(root), "isolate", "start"]) == 0
+    assert (root / "proc/irq/24/smp_affinity_list").read_text() == "0-1\n"
+    assert cli.main(["--root", str(root), "uninstall"]) == 0
+    assert (root / "proc/irq/24/smp_affinity_list").read_text() == "0-3\n"
+    assert not (root / render.MANAGER_CONF.lstrip("/")).exists()
+    assert not (root / dropin_path("system.slice").lstrip("/")).exists()
+
+
+@pytest.mark.parametrize("changed, booting, grub, expected", [
+    (set(), False, False, []),
+    ({dropin_path(names.RT)}, False, False, [["systemctl", "daemon-reload"]]),
+    ({render.MANAGER_CONF}, False, False, [["systemctl", "daemon-reexec"]]),
+    ({render.MANAGER_CONF}, True, False, [["systemctl", "daemon-reload"]]),   # never re-exec PID 1 mid-boot
+    ({dropin_path(render.IRQBALANCE)}, False, False,
+     [["systemctl", "daemon-reload"], ["systemctl", "try-restart", "irqbalance.service"]]),
+    ({render.GRUB_CONF}, False, True, [["systemctl", "daemon-reload"], [activate.UPDATE_GRUB]]),
+    ({render.GRUB_CONF}, False, False, [["systemctl", "daemon-reload"]]),
 ])
-def test_irqbalance_must_keep_off_the_rt_cpus(tmp_path, files, status):
-    root = robot(tmp_path, cmdline="quiet")
-    write(root, "/sys/devices/system/cpu/isolated", "\n")
-    write(root, "/usr/sbin/irqbalance", "")
-    for path, text in files.items():
-        write(root, path, text)
-    check = checks_of(root, "isolation:irqbalance")
-    assert check.status == status, check
-    if status == FAIL:
-        assert "50-mxrc.conf" in check.fix
+def test_what_makes_a_change_take_effect(changed, booting, grub, expected):
+    assert activate.commands_for(changed, booting, grub) == expected
 
 
-def test_irqbalance_leaves_isolated_cpus_alone(tmp_path):
-    root = robot(tmp_path)
-    write(root, "/usr/sbin/irqbalance", "")
-    assert "isolated CPUs" in checks_of(root, "isolation:irqbalance").evidence
-
-
-# -- cgroups --------------------------------------------------------------------------------
-
-def test_slices_without_allowed_cpus_fail_in_auto_and_are_reported_otherwise(tmp_path):
-    root = robot(tmp_path)
-    write_cpuset(root, "system.slice", {0, 1, 2, 3})
-    (root / "sys/fs/cgroup/user.slice/cpuset.cpus.effective").unlink()   # no cpuset controller: every CPU
-    auto = {c.id: c for c in isolation.run_checks(facts_of(root), placement_of(root), "auto")}
-    assert auto["isolation:cpuset:system.slice"].status == FAIL
-    assert "AllowedCPUs=0-1" in auto["isolation:cpuset:system.slice"].fix
-    assert auto["isolation:cpuset:user.slice"].status == FAIL
-    assert checks_of(root, "isolation:cpuset:system.slice", mode="off").status == PASS
-
-
-def test_rt_cgroup_wider_than_the_rt_cpus_fails(tmp_path):
-    root = robot(tmp_path)
-    write_cpuset(root, "mxrc-rt.slice", {0, 1, 2, 3}, "member")
-    check = checks_of(root, "isolation:rt-cpuset", mode="kernel-only")
-    assert check.status == FAIL and "mxrc-rt.slice may use CPUs 0-3" in check.evidence
-
-
-def test_an_invalid_partition_warns_with_the_kernels_reason(tmp_path):
-    root = robot(tmp_path)
-    write_cpuset(root, "mxrc-rt.slice", {2, 3}, "isolated invalid (Cpu list in cpuset.cpus not exclusive)")
-    check = checks_of(root, "isolation:rt-partition")
-    assert check.status == WARN and "not exclusive" in check.evidence
-
-
-def test_mxrc_rt_outside_its_slice_fails_in_auto_only(tmp_path):
-    root = robot(tmp_path)
-    shutil.rmtree(root / "sys/fs/cgroup/mxrc-rt.slice")
-    write_cpuset(root, "system.slice/mxrc-rt.service", {2, 3}, "member")
-    write(root, "/proc/900/cgroup", "0::/system.slice/mxrc-rt.service\n")
-    by_id = {c.id: c for c in checks_of(root)}
-    assert by_id["isolation:rt-cpuset"].status == PASS
-    assert by_id["isolation:rt-partition"].status == FAIL
-    assert "system.slice/mxrc-rt.service" in by_id["isolation:rt-partition"].evidence
-    assert "isolation:rt-partition" not in {c.id for c in checks_of(root, mode="kernel-only")}
-
-
-# -- workqueues, idle, throttling ------------------------------------------------------------
-
-def test_workqueue_cpumask_on_rt_cpus_fails(tmp_path):
-    root = robot(tmp_path)
-    write(root, "/sys/devices/virtual/workqueue/cpumask", "0000000f\n")
-    check = checks_of(root, "isolation:workqueue")
-    assert check.status == FAIL and "RT CPUs 2-3 (cpumask 0-3)" in check.evidence
-    assert "echo 3 > /sys/devices/virtual/workqueue/cpumask" in check.fix
-
-
-def test_rt_cpus_without_a_resume_latency_limit_may_sleep_deeply(tmp_path):
-    root = robot(tmp_path)
-    write_idle(root, 3, "0")
-    check = checks_of(root, "isolation:cstates")
-    assert check.status == FAIL and "CPU 3 (pm_qos_resume_latency_us=0, may enter C6)" in check.evidence
-    assert "CPU 2" not in check.evidence
-
-
-def test_a_limit_above_the_deep_states_latency_does_not_protect(tmp_path):
-    root = robot(tmp_path)
-    write_idle(root, 2, "200")
-    assert "CPU 2" in checks_of(root, "isolation:cstates").evidence
-    write_idle(root, 2, "5")
-    assert checks_of(root, "isolation:cstates").status == PASS
-
-
-def test_deep_idle_is_fine_while_mxrc_rt_is_stopped(tmp_path):
-    root = robot(tmp_path)
-    write_idle(root, 3, "0")
-    shutil.rmtree(root / "proc/900")
-    assert checks_of(root, "isolation:cstates").status == PASS
-
-
-def test_default_throttling_is_explained_not_judged(tmp_path):
-    check = checks_of(robot(tmp_path), "isolation:throttling")
-    assert check.status == PASS
-    assert "950000 of every 1000000 us" in check.evidence and "fair server" in check.evidence
-
-
-def test_throttling_off_without_fair_server_warns_with_the_sysctl(tmp_path):
-    root = robot(tmp_path)
-    write(root, "/proc/sys/kernel/sched_rt_runtime_us", "-1\n")
-    for c in range(4):
-        write(root, f"/sys/kernel/debug/sched/fair_server/cpu{c}/runtime", "0\n")
-    check = checks_of(root, "isolation:throttling")
-    assert check.status == WARN and "sched_rt_runtime_us" in check.fix
-
-
-def test_rt_group_sched_is_mentioned(tmp_path):
-    root = robot(tmp_path)
-    facts = dataclasses.replace(facts_of(root), rt_group_sched=True)
-    assert "CONFIG_RT_GROUP_SCHED=y" in isolation.check_throttling(facts, placement_of(root), "auto")[0].evidence
-
-
-# -- mxrc-rt itself -----------------------------------------------------------------------------
-
-def test_a_thread_of_mxrc_rt_outside_the_rt_cpus_fails_naming_it(tmp_path):
-    root = robot(tmp_path)
-    write_task(root, 900, "burn", {0, 1, 2, 3}, RT_CGROUP, tid=905, policy="fifo", priority=80)
-    check = checks_of(root, "isolation:rt-threads", mode="off")
-    assert check.status == FAIL and "TID 905 (burn, fifo 80, CPUs 0-3)" in check.evidence
-    assert "1 of 3" in check.evidence
-
-
-def test_mxrc_rt_without_locked_memory_warns(tmp_path):
-    root = robot(tmp_path)
-    write_task(root, 900, "mxrc-rt", {2, 3}, RT_CGROUP, policy="fifo", priority=80, vmlck_kb=0)
-    check = checks_of(root, "isolation:rt-memlock")
-    assert check.status == WARN and "mlockall" in check.fix
-
-
-# -- kernel command line -------------------------------------------------------------------------
-
-def test_isolcpus_alone_warns_about_each_missing_parameter(tmp_path):
-    root = robot(tmp_path, cmdline="root=/dev/vda isolcpus=2-3")
-    check = checks_of(root, "isolation:cmdline")
-    assert check.status == WARN
-    for missing in ("lacks managed_irq", "no nohz_full=2-3", "no rcu_nocbs=2-3", "no irqaffinity=0-1"):
-        assert missing in check.evidence
-    assert "isolcpus=managed_irq,domain,2-3 nohz_full=2-3 rcu_nocbs=2-3 irqaffinity=0-1" in check.fix
-    assert "isolation.boot_cmdline=yes" in check.fix
-
-
-def test_wrong_values_name_what_is_wanted(tmp_path):
-    root = robot(tmp_path, cmdline=FULL_CMDLINE.replace("irqaffinity=0-1", "irqaffinity=0-3"))
-    assert "irqaffinity=0-3 (want 0-1)" in checks_of(root, "isolation:cmdline").evidence
-
-
-def test_a_kernel_without_no_hz_full_is_named(tmp_path):
-    root = robot(tmp_path)
-    (root / "sys/devices/system/cpu/nohz_full").unlink()
-    check = checks_of(root, "isolation:kernel")
-    assert check.status == WARN and "CONFIG_NO_HZ_FULL" in check.evidence
-
-
-def test_a_kernel_that_isolated_other_cpus_is_named(tmp_path):
-    root = robot(tmp_path)
-    write(root, "/sys/devices/system/cpu/isolated", "3\n")
-    assert "the kernel isolated 3" in checks_of(root, "isolation:kernel").evidence
-
-
-def test_a_machine_whose_rt_cpus_are_all_cpus_has_nothing_to_isolate(tmp_path):
-    root = robot(tmp_path)
-    p = dataclasses.replace(placement_of(root), rt_cpus=frozenset({0, 1, 2, 3}))
-    assert [c.id for c in isolation.run_checks(facts_of(root), p, "auto")] == ["isolation:plan"]
-
-
-# -- reading -------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, expected", [
-    ("00000000,0000000f\n", {0, 1, 2, 3}), ("3", {0, 1}), ("", None), ("zz", None), (None, None)])
-def test_parse_mask(text, expected):
-    assert isolation_facts.parse_mask(text) == (None if expected is None else frozenset(expected))
-
-
-def test_parse_stat_survives_a_comm_with_spaces_and_parentheses():
-    from isolation_sysroots import stat_line
-    assert isolation_facts.parse_stat(stat_line(7, "a) (b", 0x4, 80, 1)) == ("a) (b", 0x4, 80, 1)
-
-
-@pytest.mark.parametrize("text, unit", [
-    ("0::/system.slice/ssh.service\n", "ssh.service"),
-    ("0::/user.slice/user-0.slice/session-3.scope\n", "session-3.scope"),
-    ("12:cpuset:/\n0::/init.scope\n", "init.scope"),
-    ("0::/\n", "/"), ("", "/")])
-def test_unit_of(text, unit):
-    assert isolation_facts.unit_of(text) == unit
-
-
-def test_a_task_that_exits_while_read_is_skipped(tmp_path):
-    root = robot(tmp_path)
-    (root / "proc/640/task/640/status").unlink()
-    assert all(t.pid != 640 for t in facts_of(root).tasks)
-
-
-def test_operations_reads_the_mode_from_the_config_file(tmp_path):
-    root = robot(tmp_path)
-    write_task(root, 4242, "yes", {2}, "/user.slice/user-0.slice/session-3.scope")
-    write(root, "/etc/mxrc/mxrc-systemd.conf", "[isolation]\nmode = kernel-only\n")
-    facts = probe.read_facts(SysRoot(root))
-    checks = operations.isolation_checks(SysRoot(root), facts, plan.make_plan(facts))
-    assert {c.id: c.status for c in checks}["isolation:tasks"] == WARN
+def test_without_grub_the_admin_is_told_where_the_parameters_go():
+    assert "/etc/kernel/cmdline" in activate.reboot_note({render.GRUB_CONF}, grub_installed=False)
+    assert "next reboot" in activate.reboot_note({render.GRUB_CONF}, grub_installed=True)
+    assert activate.reboot_note(set(), True) is None
