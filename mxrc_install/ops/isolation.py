@@ -20,6 +20,8 @@ from mxrc_install.cpulist import format_cpulist
 from mxrc_install.ops.doctor import FAIL, PASS, WARN, Check
 from mxrc_install.ops.isolation_facts import IsolationFacts, Task
 from mxrc_install.pipeline import plan
+from mxrc_install.pipeline.render import IRQBALANCE
+from mxrc_install.pipeline.report import dropin_path
 
 AUTO = "auto"
 SPEC = "#10"
@@ -124,7 +126,7 @@ def check_partition(path: str, partition: str | None) -> list[Check]:
     if partition == "isolated":
         return [Check("isolation:rt-partition", PASS, f"{path}: cpuset partition isolated (no load balancing, "
                       "no other cgroup on these CPUs)", spec=SPEC)]
-    if path != "mxrc-rt.slice":
+    if path != names.RT_SLICE:
         return [Check("isolation:rt-partition", FAIL, f"mxrc-rt runs in {path}, not in its own mxrc-rt.slice",
                       f"{APPLY}; systemctl restart {names.RT}", SPEC)]
     reason = partition or "no cpuset.cpus.partition"
@@ -238,7 +240,7 @@ def check_irqbalance(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Ch
                       spec=SPEC)]
     return [Check("isolation:irqbalance", breach(mode), f"irqbalance may move IRQs onto the RT CPUs {cpus(rt)} "
                   f"(banned: {cpus(ib.banned)})", f"{APPLY} (writes IRQBALANCE_BANNED_CPULIST={cpus(rt)} to "
-                  "/etc/systemd/system/irqbalance.service.d/50-mxrc.conf); then systemctl restart irqbalance",
+                  f"{dropin_path(IRQBALANCE)}; /etc/default/irqbalance overrides it); then systemctl restart irqbalance",
                   SPEC)]
 
 

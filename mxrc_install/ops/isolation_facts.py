@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from mxrc_install import names
 from mxrc_install.cpulist import CpuListError, parse_cpulist
 from mxrc_install.pipeline.cmdline import KernelCmdline, parse_cmdline
+from mxrc_install.pipeline.render import FOREIGN_SLICES, IRQBALANCE
+from mxrc_install.pipeline.report import dropin_path
 from mxrc_install.sysroot import SysRoot
 
 # include/linux/sched.h
@@ -22,13 +25,15 @@ POLICIES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"
 
 CPU = "/sys/devices/system/cpu"
 CGROUP = "/sys/fs/cgroup"
-RT_SLICE = "mxrc-rt.slice"
-OTHER_SLICES = ("system.slice", "user.slice", "machine.slice", "init.scope")
+RT_SLICE = names.RT_SLICE
+# The slices apply confines to the housekeeping CPUs (PID 1 in init.scope gets its mask from system.conf.d).
+OTHER_SLICES = FOREIGN_SLICES
 WORKQUEUE_CPUMASK = "/sys/devices/virtual/workqueue/cpumask"
 IRQ_DEFAULT_AFFINITY = "/proc/irq/default_smp_affinity"
 IRQBALANCE_BINARY = "/usr/sbin/irqbalance"
-# Where irqbalance's environment can come from, weakest first (the drop-in is mxrc-systemd's).
-IRQBALANCE_ENV_FILES = ("/etc/default/irqbalance", "/etc/systemd/system/irqbalance.service.d/50-mxrc.conf")
+# Where irqbalance's environment comes from, weakest first: mxrc-systemd's drop-in (Environment=),
+# then the admin's EnvironmentFile=, which systemd lets override it.
+IRQBALANCE_ENV_FILES = (dropin_path(IRQBALANCE), "/etc/default/irqbalance")
 FAIR_SERVER = "/sys/kernel/debug/sched/fair_server"
 IRQ_DEBUGFS = "/sys/kernel/debug/irq/irqs"
 

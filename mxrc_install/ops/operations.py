@@ -38,7 +38,7 @@ def isolation_checks(root: SysRoot, facts, result) -> list:
     found = isolation_facts.read(root, facts.cpus.online, result.placement.rt_cpus, facts.rt_group_sched, names.RT)
     # doctor itself runs wherever its shell does: naming it would hide the real offenders.
     found = isolation_facts.without_pids(found, {os.getpid()})
-    return isolation.run_checks(found, result.placement, load_config(root).isolation)
+    return isolation.run_checks(found, result.placement, result.placement.isolation)
 
 
 def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool) -> int:

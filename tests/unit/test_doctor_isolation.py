@@ -21,7 +21,7 @@ def test_a_robot_with_every_layer_in_place_passes_every_check(tmp_path):
     assert {c.id: c.status for c in checks if c.status != PASS} == {}
     assert {c.id for c in checks} == {
         "isolation:cmdline", "isolation:kernel", "isolation:rt-cpuset", "isolation:rt-partition",
-        "isolation:cpuset:system.slice", "isolation:cpuset:user.slice", "isolation:cpuset:init.scope",
+        "isolation:cpuset:system.slice", "isolation:cpuset:user.slice",
         "isolation:tasks", "isolation:kthreads", "isolation:irqs", "isolation:irq-default", "isolation:irqbalance",
         "isolation:workqueue", "isolation:cstates", "isolation:throttling", "isolation:rt-threads",
         "isolation:rt-memlock"}
@@ -139,8 +139,11 @@ def test_default_irq_affinity_on_rt_cpus_fails_with_the_hex_mask_to_write(tmp_pa
 @pytest.mark.parametrize("files, status", [
     ({}, FAIL),
     ({"/etc/default/irqbalance": 'IRQBALANCE_BANNED_CPULIST="2-3"\n'}, PASS),
-    ({"/etc/systemd/system/irqbalance.service.d/50-mxrc.conf":
+    ({"/etc/systemd/system/irqbalance.service.d/50-mxrc-hardware.conf":
       "[Service]\nEnvironment=IRQBALANCE_BANNED_CPULIST=2-3\n"}, PASS),
+    ({"/etc/systemd/system/irqbalance.service.d/50-mxrc-hardware.conf":
+      "[Service]\nEnvironment=IRQBALANCE_BANNED_CPULIST=2-3\n",
+      "/etc/default/irqbalance": "IRQBALANCE_BANNED_CPULIST=3\n"}, FAIL),   # EnvironmentFile= wins
     ({"/etc/default/irqbalance": "IRQBALANCE_BANNED_CPUS=0000000c\n"}, PASS),
     ({"/etc/default/irqbalance": 'IRQBALANCE_BANNED_CPULIST="3"\n'}, FAIL),
 ])
@@ -153,7 +156,7 @@ def test_irqbalance_must_keep_off_the_rt_cpus(tmp_path, files, status):
     check = checks_of(root, "isolation:irqbalance")
     assert check.status == status, check
     if status == FAIL:
-        assert "50-mxrc.conf" in check.fix
+        assert "irqbalance.service.d/50-mxrc-hardware.conf" in check.fix
 
 
 def test_irqbalance_leaves_isolated_cpus_alone(tmp_path):
