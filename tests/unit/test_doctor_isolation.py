@@ -9,10 +9,9 @@ from isolation_sysroots import (FULL_CMDLINE, RT_CGROUP, robot, write_cpuset, wr
                                 write_task)
 from sysroots import write
 
-from mxrc_install import names
 from mxrc_install.ops import isolation, isolation_facts, operations
 from mxrc_install.ops.doctor import FAIL, PASS, WARN
-from mxrc_install.pipeline import plan, probe
+from mxrc_install.pipeline.commands import current_plan
 from mxrc_install.sysroot import SysRoot
 
 
@@ -343,6 +342,7 @@ def test_operations_reads_the_mode_from_the_config_file(tmp_path):
     root = robot(tmp_path)
     write_task(root, 4242, "yes", {2}, "/user.slice/user-0.slice/session-3.scope")
     write(root, "/etc/mxrc/mxrc-systemd.conf", "[isolation]\nmode = kernel-only\n")
-    facts = probe.read_facts(SysRoot(root))
-    checks = operations.isolation_checks(SysRoot(root), facts, plan.make_plan(facts))
+    facts, result = current_plan(SysRoot(root))
+    assert result.placement.isolation == "kernel-only"
+    checks = operations.isolation_checks(SysRoot(root), facts, result)
     assert {c.id: c.status for c in checks}["isolation:tasks"] == WARN
