@@ -9,7 +9,7 @@ import os
 from mxrc_install import names
 from mxrc_install.pipeline import apply
 
-from mxrc_install.ops import boottime, deps, doctor, isolation, isolation_facts, jitter, live
+from mxrc_install.ops import boottime, deps, doctor, isolation, isolation_facts, jitter, live, timerlat
 from mxrc_install.pipeline.commands import current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
@@ -41,13 +41,18 @@ def isolation_checks(root: SysRoot, facts, result) -> list:
     return isolation.run_checks(found, result.placement, result.placement.isolation)
 
 
-def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool) -> int:
+def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool, tool: str = "cyclictest") -> int:
     _require_running_system(root, "jitter")
     if os.geteuid() != 0:
-        raise NotLive("jitter starts a transient SCHED_FIFO unit: run it as root")
+        raise NotLive("jitter starts SCHED_FIFO measurement threads: run it as root")
     facts, result = current_plan(root)
-    measured = jitter.run(result.placement, cycles, load, facts.preempt_rt, len(facts.cpus.online))
-    print(jitter.result_json(measured) if as_json else jitter.result_text(measured), end="")
+    if tool == "timerlat":
+        measured = timerlat.run(root, result.placement, cycles, load,
+                                jitter.load_running(result.placement, len(facts.cpus.online)))
+        print(timerlat.result_json(measured) if as_json else timerlat.result_text(measured), end="")
+    else:
+        measured = jitter.run(result.placement, cycles, load, facts.preempt_rt, len(facts.cpus.online))
+        print(jitter.result_json(measured) if as_json else jitter.result_text(measured), end="")
     return EXIT_OK if measured.passed else EXIT_ERROR
 
 
