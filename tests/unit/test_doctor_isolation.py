@@ -346,3 +346,11 @@ def test_operations_reads_the_mode_from_the_config_file(tmp_path):
     assert result.placement.isolation == "kernel-only"
     checks = operations.isolation_checks(SysRoot(root), facts, result)
     assert {c.id: c.status for c in checks}["isolation:tasks"] == WARN
+
+
+def test_every_isolation_check_is_explained_in_the_operations_manual(tmp_path, repo):
+    manual = (repo / "docs/operations.md").read_text()
+    ids = {c.id for c in checks_of(robot(tmp_path))} | {"isolation:plan"}
+    for cid in sorted(ids):
+        documented = "isolation:cpuset:<slice>" if cid.startswith("isolation:cpuset:") else cid
+        assert f"`{documented}`" in manual, f"{cid} is not explained in docs/operations.md"
