@@ -20,8 +20,7 @@ from mxrc_install.cpulist import format_cpulist
 from mxrc_install.ops.doctor import FAIL, PASS, WARN, Check
 from mxrc_install.ops.isolation_facts import IsolationFacts, Task
 from mxrc_install.pipeline import plan
-from mxrc_install.pipeline.render import IRQBALANCE
-from mxrc_install.pipeline.report import dropin_path
+from mxrc_install.pipeline.render import IRQBALANCE, dropin_path
 
 AUTO = "auto"
 SPEC = "#10"
@@ -127,10 +126,10 @@ def check_partition(path: str, partition: str | None) -> list[Check]:
         return [Check("isolation:rt-partition", PASS, f"{path}: cpuset partition isolated (no load balancing, "
                       "no other cgroup on these CPUs)", spec=SPEC)]
     if path != names.RT_SLICE:
-        return [Check("isolation:rt-partition", FAIL, f"mxrc-rt runs in {path}, not in its own mxrc-rt.slice",
+        return [Check("isolation:rt-partition", FAIL, f"mxrc-rt runs in {path}, not in its own {names.RT_SLICE}",
                       f"{APPLY}; systemctl restart {names.RT}", SPEC)]
     reason = partition or "no cpuset.cpus.partition"
-    return [Check("isolation:rt-partition", WARN, f"mxrc-rt.slice partition is {reason!r}, not 'isolated': the "
+    return [Check("isolation:rt-partition", WARN, f"{path} partition is {reason!r}, not 'isolated': the "
                   "RT CPUs are confined but still load-balanced", "the kernel must support cgroup v2 isolated "
                   "partitions (6.x) and no other cgroup may claim the RT CPUs; the reason in parentheses names "
                   f"what is missing; after fixing: systemctl restart {names.RT}", SPEC)]

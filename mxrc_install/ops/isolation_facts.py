@@ -14,8 +14,8 @@ import re
 from mxrc_install import names
 from mxrc_install.cpulist import CpuListError, parse_cpulist
 from mxrc_install.pipeline.cmdline import KernelCmdline, parse_cmdline
-from mxrc_install.pipeline.render import FOREIGN_SLICES, IRQBALANCE
-from mxrc_install.pipeline.report import dropin_path
+from mxrc_install.pipeline.render import FOREIGN_SLICES, IRQBALANCE, dropin_path
+
 from mxrc_install.sysroot import SysRoot
 
 # include/linux/sched.h
@@ -87,7 +87,7 @@ class IsolationFacts:
     cmdline: KernelCmdline
     sys_isolated: frozenset
     sys_nohz_full: frozenset | None     # None: the kernel was built without CONFIG_NO_HZ_FULL
-    rt_cgroup: Cpuset | None            # mxrc-rt.slice (or mxrc-rt's own cgroup), None: not found
+    rt_cgroup: Cpuset | None            # the RT slice (or mxrc-rt's own cgroup), None: not found
     slices: tuple                       # Cpuset of each other top-level slice that exists
     tasks: tuple                        # Task of every thread
     irqs: tuple                         # Irq of every IRQ with an effective affinity
@@ -264,7 +264,7 @@ def _int(text: str | None) -> int | None:
 
 
 def rt_cgroup(root: SysRoot, tasks: tuple, rt_unit: str) -> Cpuset | None:
-    """mxrc-rt.slice when the enforcement created it, else the cgroup mxrc-rt's processes run in."""
+    """The RT slice (names.RT_SLICE) when the enforcement created it, else the cgroup mxrc-rt's processes run in."""
     found = read_cpuset(root, RT_SLICE)
     if found:
         return found

@@ -5,12 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 from mxrc_install import names
 from mxrc_install.pipeline import apply
 
-from mxrc_install.ops import boottime, deps, doctor, isolation, isolation_facts, jitter, live, timerlat
-from mxrc_install.pipeline.commands import current_plan, load_config
+from mxrc_install.ops import boottime, bundle, deps, doctor, healthgate, isolation, isolation_facts, jitter, live, timerlat
+from mxrc_install.pipeline.commands import capture, current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
 
@@ -104,3 +109,40 @@ def deps_command(root: SysRoot, as_json: bool) -> int:
     print(json.dumps(dataclasses.asdict(a), indent=2) if as_json else deps.analysis_text(a),
           end="\n" if as_json else "")
     return EXIT_ERROR if a.cycles else EXIT_OK
+
+
+def health_gate_command(root: SysRoot, timeout: int) -> int:
+    """Exit 0 only for a healthy controller (mxrc-boot-health.service, before boot-complete.target)."""
+    _require_running_system(root, "health-gate")
+    units = (names.TARGET, *names.SERVICES)
+    problems = healthgate.wait_for_units(
+        lambda: {u: p.get("ActiveState", "") for u, p in live.show(units, ("ActiveState",)).items()}, timeout)
+    if not problems:
+        _, result = current_plan(root)
+        problems = healthgate.failed_checks(doctor.run_checks(result, live.gather(result.placement)))
+    for line in problems:
+        print(f"mxrc-systemd: health gate: {line}")
+    print("mxrc-systemd: health gate: " + ("FAILED: this boot is not marked good" if problems
+                                            else "the controller is healthy: boot good"))
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+def _run_for_bundle(argv: tuple[str, ...]) -> tuple[int, str, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, "", str(exc)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def report_command(root: SysRoot, output) -> int:
+    """Collect the support bundle into OUTPUT (a .tar.gz), showing progress on stderr."""
+    _require_running_system(root, "report")
+    out = Path(output or f"mxrc-report-{os.uname().nodename}-{int(time.time())}.tar.gz")
+    items = bundle.collect(_run_for_bundle, lambda msg: print(f"mxrc-systemd: report {msg}", file=sys.stderr))
+    with tempfile.TemporaryDirectory(prefix="mxrc-report-") as tmp:
+        print("mxrc-systemd: report capture (the files the probes read)", file=sys.stderr)
+        capture(root, Path(tmp) / "capture")
+        bundle.write_tar(out, items, Path(tmp) / "capture")
+    print(f"mxrc-systemd: wrote {out} ({out.stat().st_size} bytes)")
+    return EXIT_OK

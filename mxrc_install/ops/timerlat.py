@@ -130,7 +130,7 @@ def command(p: plan.Placement, seconds: int, options: frozenset) -> list[str]:
 
 
 def known_options(help_text: str) -> frozenset:
-    return frozenset(re.findall(r"--[a-z][a-z-]+", help_text))
+    return frozenset(re.findall(r"--\w[\w-]+", help_text))
 
 
 def parse_top(text: str) -> tuple[dict, dict]:

@@ -16,7 +16,7 @@ from mxrc_install.ops.isolation_facts import PF_KTHREAD, PF_NO_SETAFFINITY
 FULL_CMDLINE = "BOOT_IMAGE=/vmlinuz root=/dev/vda ro isolcpus=managed_irq,domain,2-3 nohz_full=2-3 " \
                "rcu_nocbs=2-3 irqaffinity=0-1"
 POLICY = {"other": 0, "fifo": 1, "rr": 2}
-RT_CGROUP = "/mxrc-rt.slice/mxrc-rt.service"
+RT_CGROUP = "/mxrc.slice/mxrc-rt.service"
 
 
 def stat_line(pid: int, comm: str, flags: int, priority: int, policy: int) -> str:
@@ -73,8 +73,8 @@ def robot(root: Path, cmdline: str = FULL_CMDLINE) -> Path:
     cpu = "/sys/devices/system/cpu"
     write(root, f"{cpu}/isolated", "2-3\n")
     write(root, f"{cpu}/nohz_full", "2-3\n")
-    write_cpuset(root, "mxrc-rt.slice", {2, 3}, "isolated")
-    write_cpuset(root, "mxrc-rt.slice/mxrc-rt.service", {2, 3})
+    write_cpuset(root, "mxrc.slice", {2, 3}, "isolated")
+    write_cpuset(root, "mxrc.slice/mxrc-rt.service", {2, 3})
     for path in ("system.slice", "user.slice", "init.scope"):
         write_cpuset(root, path, {0, 1})
     write_task(root, 1, "systemd", {0, 1}, "/init.scope")

@@ -179,21 +179,21 @@ def test_slices_without_allowed_cpus_fail_in_auto_and_are_reported_otherwise(tmp
 
 def test_rt_cgroup_wider_than_the_rt_cpus_fails(tmp_path):
     root = robot(tmp_path)
-    write_cpuset(root, "mxrc-rt.slice", {0, 1, 2, 3}, "member")
+    write_cpuset(root, "mxrc.slice", {0, 1, 2, 3}, "member")
     check = checks_of(root, "isolation:rt-cpuset", mode="kernel-only")
-    assert check.status == FAIL and "mxrc-rt.slice may use CPUs 0-3" in check.evidence
+    assert check.status == FAIL and "mxrc.slice may use CPUs 0-3" in check.evidence
 
 
 def test_an_invalid_partition_warns_with_the_kernels_reason(tmp_path):
     root = robot(tmp_path)
-    write_cpuset(root, "mxrc-rt.slice", {2, 3}, "isolated invalid (Cpu list in cpuset.cpus not exclusive)")
+    write_cpuset(root, "mxrc.slice", {2, 3}, "isolated invalid (Cpu list in cpuset.cpus not exclusive)")
     check = checks_of(root, "isolation:rt-partition")
     assert check.status == WARN and "not exclusive" in check.evidence
 
 
 def test_mxrc_rt_outside_its_slice_fails_in_auto_only(tmp_path):
     root = robot(tmp_path)
-    shutil.rmtree(root / "sys/fs/cgroup/mxrc-rt.slice")
+    shutil.rmtree(root / "sys/fs/cgroup/mxrc.slice")
     write_cpuset(root, "system.slice/mxrc-rt.service", {2, 3}, "member")
     write(root, "/proc/900/cgroup", "0::/system.slice/mxrc-rt.service\n")
     by_id = {c.id: c for c in checks_of(root)}
