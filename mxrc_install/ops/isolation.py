@@ -202,14 +202,17 @@ def _irq_kind(managed: bool | None) -> str:
 
 
 def check_irqs(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
-    on_rt = [i for i in f.irqs if i.effective & p.rt_cpus]
+    moving = [i for i in f.irqs if i.effective & p.rt_cpus and i.moving]
+    on_rt = [i for i in f.irqs if i.effective & p.rt_cpus and not i.moving]
+    pending = (f"; {len(moving)} asked off them move at their next interrupt (IRQ "
+               f"{', '.join(str(i.number) for i in moving)})") if moving else ""
     if not on_rt:
         return [Check("isolation:irqs", PASS, f"no IRQ is delivered to the RT CPUs {cpus(p.rt_cpus)} "
-                      f"({len(f.irqs)} IRQs)", spec=SPEC)]
+                      f"({len(f.irqs)} IRQs){pending}", spec=SPEC)]
     named = [f"IRQ {i.number} ({i.name or '?'}, {_irq_kind(i.managed)}) on CPU {cpus(i.effective & p.rt_cpus)}"
              for i in on_rt]
     status = breach(mode) if any(i.managed is False for i in on_rt) else WARN
-    return [Check("isolation:irqs", status, f"{len(on_rt)} IRQ(s) delivered to the RT CPUs: {_listed(named)}",
+    return [Check("isolation:irqs", status, f"{len(on_rt)} IRQ(s) delivered to the RT CPUs: {_listed(named)}{pending}",
                   f"{APPLY} moves the movable ones; by hand: echo {cpus(p.nonrt_cpus)} > "
                   "/proc/irq/N/smp_affinity_list (Input/output error means managed: only "
                   "isolcpus=managed_irq,... on the kernel command line keeps those off)", SPEC)]

@@ -65,6 +65,12 @@ class Irq:
     name: str                # the device column of /proc/interrupts
     effective: frozenset     # where it is delivered now
     managed: bool | None     # None: debugfs not readable, cannot tell
+    requested: frozenset | None = None   # smp_affinity_list: where it was asked to go
+
+    @property
+    def moving(self) -> bool:
+        """Asked off the CPUs it is on: x86 moves such an IRQ at its next interrupt, so it may sit there a while."""
+        return self.requested is not None and not self.effective & self.requested
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,11 +205,12 @@ def read_irqs(root: SysRoot) -> tuple:
     irqs = []
     for d in root.glob("/proc/irq/[0-9]*"):
         number = int(d.rsplit("/", 1)[1])
+        requested = _cpulist(root.read_text(f"{d}/smp_affinity_list"))
         effective = _cpulist(root.read_text(f"{d}/effective_affinity_list"))
         if effective is None:
-            effective = _cpulist(root.read_text(f"{d}/smp_affinity_list"))
+            effective = requested
         if effective:  # empty: not started, delivered nowhere
-            irqs.append(Irq(number, names.get(number, ""), effective, irq_managed(root, number)))
+            irqs.append(Irq(number, names.get(number, ""), effective, irq_managed(root, number), requested))
     return tuple(sorted(irqs, key=lambda i: i.number))
 
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from mxrc_install import names
 from mxrc_install.pipeline import plan
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.exits import UserError
@@ -69,8 +70,10 @@ def command(p: plan.Placement, cycles: int, unit: str) -> list[str]:
     cyclictest = ["cyclictest", "--mlockall", "--quiet", f"--priority={p.rt_priority}",
                   "--policy=fifo", f"--interval={INTERVAL_US}", f"--loops={cycles}", f"--affinity={cpus}",
                   f"--threads={len(p.rt_cpus)}", f"--histogram={HISTOGRAM_US}"]
-    run = ["systemd-run", f"--unit={unit}", "--wait", "--pipe", "--quiet", "--collect",
-           "--description=mxrc-systemd jitter measurement"]
+    # In mxrc-rt's slice: isolation.mode=auto keeps every other slice off the RT CPUs, so CPUAffinity= to
+    # them fails (exit 215) anywhere else; the slice's AllowedCPUs= is the RT CPUs in every mode.
+    run = ["systemd-run", f"--unit={unit}", f"--slice={names.RT_SLICE}", "--wait", "--pipe", "--quiet",
+           "--collect", "--description=mxrc-systemd jitter measurement"]
     for prop in unit_properties(p):
         run += ["-p", prop]
     return run + cyclictest

@@ -41,7 +41,7 @@ HINTS = {
 TOTALS = ("IRQ latency", "Thread latency")
 # "  Blocking thread:        23.19 us (68.12 %)", "  IRQ handler delay: (exit from idle)  1.00 us (1.1 %)",
 # "  Previous IRQ interference:   up to  5.00 us"; interference lines carry no colon.
-PART_RE = re.compile(r"^ {2}(?P<label>[A-Z][A-Za-z ]*?[a-z]):?\s+(?P<idle>\(exit from idle\))?\s*(?:up to\s+)?"
+PART_RE = re.compile(r"^ {2}(?P<label>[A-Z][A-Za-z ]*?[^\W\d_A-Z]):?\s+(?P<idle>\(exit from idle\))?\s*(?:up to\s+)?"
                      r"(?P<us>\d+\.\d+) us(?: \((?P<pct>\d+(?:\.\d+)?) ?%\))?\s*$")
 # "\t                 objtool:49256   \t\t   23.19 us" (the duration is missing for an IRQ-context stop)
 SOURCE_RE = re.compile(r"^\t\s*(?P<name>[^\t]*\S):(?P<id>\d+)\s*(?:(?P<us>\d+\.\d+) us)?\s*$")

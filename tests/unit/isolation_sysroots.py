@@ -41,8 +41,8 @@ def write_kthread(root: Path, pid: int, comm: str, allowed, per_cpu: bool = Fals
     write_task(root, pid, comm, allowed, "/", flags=PF_KTHREAD | (PF_NO_SETAFFINITY if per_cpu else 0))
 
 
-def write_irq(root: Path, number: int, name: str, effective, managed: bool | None = False) -> None:
-    write(root, f"/proc/irq/{number}/smp_affinity_list", format_cpulist(effective) + "\n")
+def write_irq(root: Path, number: int, name: str, effective, managed: bool | None = False, requested=None) -> None:
+    write(root, f"/proc/irq/{number}/smp_affinity_list", format_cpulist(requested or effective) + "\n")
     write(root, f"/proc/irq/{number}/effective_affinity_list", format_cpulist(effective) + "\n")
     lines = (root / "proc/interrupts").read_text() if (root / "proc/interrupts").exists() else \
         "           CPU0       CPU1       CPU2       CPU3\n"

@@ -122,6 +122,16 @@ def test_without_irq_debugfs_the_kind_is_not_guessed(tmp_path):
     assert check.status == WARN and "IRQ 27 (eth0, movable or managed) on CPU 3" in check.evidence
 
 
+def test_an_irq_asked_off_the_rt_cpus_waits_for_its_next_interrupt_and_is_not_an_offender(tmp_path):
+    root = robot(tmp_path)
+    write_irq(root, 1, "i8042", {3}, managed=None, requested={0, 1})   # x86 moves it when it next fires
+    check = checks_of(root, "isolation:irqs")
+    assert check.status == PASS and "1 asked off them move at their next interrupt (IRQ 1)" in check.evidence
+    write_irq(root, 10, "eth0", {2}, managed=False)
+    check = checks_of(root, "isolation:irqs")
+    assert check.status == FAIL and "IRQ 10 (eth0" in check.evidence and "IRQ 1 (" not in check.evidence
+
+
 def test_an_irq_not_started_has_no_effective_cpu_and_is_skipped(tmp_path):
     root = robot(tmp_path)
     write(root, "/proc/irq/40/effective_affinity_list", "\n")
