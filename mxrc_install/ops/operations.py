@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mxrc_install import names
+from mxrc_install import names, process
 from mxrc_install.pipeline import apply
 
 from mxrc_install.ops import boottime, bundle, deps, doctor, healthgate, isolation, isolation_facts, jitter, live, timerlat
@@ -128,11 +127,8 @@ def health_gate_command(root: SysRoot, timeout: int) -> int:
 
 
 def _run_for_bundle(argv: tuple[str, ...]) -> tuple[int, str, str]:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 127, "", str(exc)
-    return proc.returncode, proc.stdout, proc.stderr
+    done = process.run(argv, timeout=120)
+    return done.rc, done.stdout, done.stderr
 
 
 def report_command(root: SysRoot, output) -> int:
