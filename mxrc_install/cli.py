@@ -90,8 +90,9 @@ COMMANDS = {
     "failover": ("record a unit's failure (run by mxrc-failover@.service)", cmd_failover),
     "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
                call("ops.operations", "doctor_command", "json")),
-    "jitter": ("measure RT latency with cyclictest inside mxrc-rt's placement and limits (SC-001)",
-               call("ops.operations", "jitter_command", "cycles", "load", "json")),
+    "jitter": ("measure RT latency inside mxrc-rt's placement and limits (SC-001): cyclictest, or rtla "
+               "timerlat to also name a spike's cause",
+               call("ops.operations", "jitter_command", "cycles", "load", "json", "tool")),
     "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
                   cmd_boot_time),
     "health-gate": ("succeed only when the controller is healthy (before boot-complete.target, for A/B updates)",
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         subs[name].add_argument("--json", action="store_true", help="machine-readable output")
     subs["jitter"].add_argument("--cycles", type=_cycles, default=10_000,
                                 help="measurement cycles at 1 kHz (default: 10000, i.e. 10 s)")
+    subs["jitter"].add_argument("--tool", choices=("cyclictest", "timerlat"), default="cyclictest",
+                                help="cyclictest (default); timerlat: rtla's tracer, which stops at the first "
+                                     "latency above 50 us and names its cause (IRQ, thread, idle exit)")
     subs["jitter"].add_argument("--load", action="store_true",
                                 help="run SCHED_OTHER busy loops on every CPU while measuring")
     bt = subs["boot-time"].add_subparsers(dest="action", metavar="ACTION")

@@ -8,6 +8,7 @@ starts the units and waits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 
+from mxrc_install import names
 from mxrc_install.pipeline import plan
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.exits import UserError
@@ -68,8 +70,10 @@ def command(p: plan.Placement, cycles: int, unit: str) -> list[str]:
     cyclictest = ["cyclictest", "--mlockall", "--quiet", f"--priority={p.rt_priority}",
                   "--policy=fifo", f"--interval={INTERVAL_US}", f"--loops={cycles}", f"--affinity={cpus}",
                   f"--threads={len(p.rt_cpus)}", f"--histogram={HISTOGRAM_US}"]
-    run = ["systemd-run", f"--unit={unit}", "--wait", "--pipe", "--quiet", "--collect",
-           "--description=mxrc-systemd jitter measurement"]
+    # In mxrc-rt's slice: isolation.mode=auto keeps every other slice off the RT CPUs, so CPUAffinity= to
+    # them fails (exit 215) anywhere else; the slice's AllowedCPUs= is the RT CPUs in every mode.
+    run = ["systemd-run", f"--unit={unit}", f"--slice={names.RT_SLICE}", "--wait", "--pipe", "--quiet",
+           "--collect", "--description=mxrc-systemd jitter measurement"]
     for prop in unit_properties(p):
         run += ["-p", prop]
     return run + cyclictest
@@ -189,23 +193,33 @@ def _progress(stop: threading.Event, seconds: float, out=sys.stderr) -> None:
         out.write("\r" + " " * 20 + "\r")
 
 
+def load_running(p: plan.Placement, online_cpus: int):
+    """A context manager factory: `with load_running(p, n)(wanted):` runs the busy loops while inside."""
+    @contextlib.contextmanager
+    def running(wanted: bool):
+        load_unit = f"mxrc-jitter-load-{os.getpid()}"
+        if wanted:
+            subprocess.run(load_command(p, load_unit, online_cpus), check=True)
+        try:
+            yield
+        finally:
+            if wanted:
+                subprocess.run(["systemctl", "stop", f"{load_unit}.service"], capture_output=True)
+    return running
+
+
 def run(p: plan.Placement, cycles: int, load: bool, preempt_rt: bool | None, online_cpus: int) -> JitterResult:
     if not shutil.which("cyclictest"):
         raise JitterError("cyclictest not found: apt install rt-tests")
-    tag = f"{os.getpid()}"
-    load_unit = f"mxrc-jitter-load-{tag}"
-    if load:
-        subprocess.run(load_command(p, load_unit, online_cpus), check=True)
     stop = threading.Event()
     ticker = threading.Thread(target=_progress, args=(stop, cycles * INTERVAL_US / 1e6), daemon=True)
-    ticker.start()
-    try:
-        proc = subprocess.run(command(p, cycles, f"mxrc-jitter-{tag}"), capture_output=True, text=True)
-    finally:
-        stop.set()
-        ticker.join()
-        if load:
-            subprocess.run(["systemctl", "stop", f"{load_unit}.service"], capture_output=True)
+    with load_running(p, online_cpus)(load):
+        ticker.start()
+        try:
+            proc = subprocess.run(command(p, cycles, f"mxrc-jitter-{os.getpid()}"), capture_output=True, text=True)
+        finally:
+            stop.set()
+            ticker.join()
     if proc.returncode != 0:
         raise JitterError(f"cyclictest failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return result_from(parse_cyclictest(proc.stdout + proc.stderr), p, load, preempt_rt)

@@ -13,7 +13,7 @@ from pathlib import Path
 from mxrc_install import names, process
 from mxrc_install.pipeline import apply
 
-from mxrc_install.ops import boottime, bundle, deps, doctor, healthgate, jitter, live
+from mxrc_install.ops import boottime, bundle, deps, doctor, healthgate, isolation, isolation_facts, jitter, live, timerlat
 from mxrc_install.pipeline.commands import capture, current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
@@ -31,19 +31,32 @@ def _require_running_system(root: SysRoot, what: str) -> None:
 
 def doctor_command(root: SysRoot, as_json: bool) -> int:
     _require_running_system(root, "doctor")
-    _, result = current_plan(root)
-    checks = doctor.run_checks(result, live.gather(result.placement))
+    facts, result = current_plan(root)
+    checks = doctor.run_checks(result, live.gather(result.placement)) + isolation_checks(root, facts, result)
     print(doctor.render_json(checks) if as_json else doctor.render_text(checks), end="")
     return doctor.exit_code(checks)
 
 
-def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool) -> int:
+def isolation_checks(root: SysRoot, facts, result) -> list:
+    """The RT isolation layers (issue #10), read after live.gather so its short-lived children are gone."""
+    found = isolation_facts.read(root, facts.cpus.online, result.placement.rt_cpus, facts.rt_group_sched, names.RT)
+    # doctor itself runs wherever its shell does: naming it would hide the real offenders.
+    found = isolation_facts.without_pids(found, {os.getpid()})
+    return isolation.run_checks(found, result.placement, result.placement.isolation)
+
+
+def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool, tool: str = "cyclictest") -> int:
     _require_running_system(root, "jitter")
     if os.geteuid() != 0:
-        raise NotLive("jitter starts a transient SCHED_FIFO unit: run it as root")
+        raise NotLive("jitter starts SCHED_FIFO measurement threads: run it as root")
     facts, result = current_plan(root)
-    measured = jitter.run(result.placement, cycles, load, facts.preempt_rt, len(facts.cpus.online))
-    print(jitter.result_json(measured) if as_json else jitter.result_text(measured), end="")
+    if tool == "timerlat":
+        measured = timerlat.run(root, result.placement, cycles, load,
+                                jitter.load_running(result.placement, len(facts.cpus.online)))
+        print(timerlat.result_json(measured) if as_json else timerlat.result_text(measured), end="")
+    else:
+        measured = jitter.run(result.placement, cycles, load, facts.preempt_rt, len(facts.cpus.online))
+        print(jitter.result_json(measured) if as_json else jitter.result_text(measured), end="")
     return EXIT_OK if measured.passed else EXIT_ERROR
 
 

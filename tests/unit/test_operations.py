@@ -190,7 +190,7 @@ def placement(tmp_path):
 
 def test_cyclictest_runs_inside_mxrc_rts_limits(placement):
     cmd = jitter.command(placement, 10_000, "mxrc-jitter-1")
-    assert cmd[:2] == ["systemd-run", "--unit=mxrc-jitter-1"] and "--wait" in cmd
+    assert cmd[:3] == ["systemd-run", "--unit=mxrc-jitter-1", "--slice=mxrc.slice"] and "--wait" in cmd
     props = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-p"]
     assert "CPUAffinity=2 3" in props and "CPUSchedulingPriority=80" in props
     assert "CPUQuota=200%" in props and "LimitMEMLOCK=infinity" in props

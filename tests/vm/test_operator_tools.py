@@ -4,8 +4,13 @@ One trixie VM, booted five times like a robot being commissioned:
 1. install with boot.optimize=no; time "systemctl start mxrc.target" (SC-003); doctor;
 2. a boot with the unoptimised units (recorded by mxrc-boot-time.service); switch the optimisation on;
 3. an optimised boot: boot-time compare, deps; an admin drop-in that strips the sandbox -> doctor FAILs;
-4. the same disk on a kernel command line without isolcpus -> doctor FAILs;
-5. the PREEMPT_RT kernel: jitter (cyclictest) and a doctor with nothing to warn about.
+4. the same disk on a kernel command line without isolcpus -> doctor FAILs; a foreign
+   `taskset -c 2 yes` is refused by the RT isolation or named by doctor, an IRQ moved onto an
+   RT CPU is named by doctor (issue #10);
+5. the PREEMPT_RT kernel: jitter (cyclictest; timerlat where rtla and the tracer exist) and a
+   doctor with nothing to warn about but what this emulated machine cannot give.
+
+Boots 1-3 and 5 use the kernel command line doctor recommends for RT CPUs 2-3.
 """
 
 import json
@@ -37,19 +42,35 @@ STRIP_SANDBOX = ("mkdir -p /etc/systemd/system/mxrc-rt.service.d && printf '%s\\
                  "systemctl daemon-reload && " + DOCTOR + "; rm -r /etc/systemd/system/mxrc-rt.service.d/override.conf"
                  " && systemctl daemon-reload")
 
+# The isolation the plan asks of the kernel command line for RT CPUs 2-3 (doctor's isolation:cmdline).
+ISOLATED = "isolcpus=managed_irq,domain,2-3 nohz_full=2-3 rcu_nocbs=2-3 irqaffinity=0-1"
+# A foreign process asks for RT CPU 2 from a root shell: the RT isolation refuses it (the shell's
+# slice may not use CPU 2), or, without that layer, it runs and doctor must name it.
+INTRUDER = ("taskset -c 2 yes >/dev/null 2>/tmp/taskset.err & pid=$!; sleep 2; "
+            "if kill -0 $pid 2>/dev/null; then echo intruder=running pid=$pid; "
+            "else wait $pid; echo intruder=refused rc=$?; cat /tmp/taskset.err; fi")
+# Moves the first movable IRQ (a managed one refuses with EIO) onto RT CPU 2.
+MOVE_IRQ = ("for d in /proc/irq/[0-9]*; do n=${d##*/}; [ \"$n\" = 0 ] && continue; "
+            "old=$(cat $d/smp_affinity_list); echo 2 > $d/smp_affinity_list 2>/dev/null || continue; sleep 0.2; "
+            "if [ \"$(cat $d/effective_affinity_list)\" = 2 ]; then echo moved_irq=$n; break; fi; "
+            "echo $old > $d/smp_affinity_list; done")
+TIMERLAT = ("grep -qw timerlat /sys/kernel/tracing/available_tracers && echo tracer=timerlat || echo tracer=none; "
+            "command -v rtla >/dev/null && echo rtla=yes || echo rtla=no; "
+            "mxrc-systemd jitter --tool timerlat --cycles 2000; echo rc=$?")
+
 BOOTS = [
-    (testbed.Machine(cpus=4, memory_mib=4608, append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4608, append=ISOLATED), [
         ("install", INSTALL),
         ("start", TIME_START),
         ("doctor", WAIT_SERVICES + "; " + DOCTOR),
         ("baseline", "mxrc-systemd boot-time show --json"),
     ]),
-    (testbed.Machine(cpus=4, memory_mib=4608, append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4608, append=ISOLATED), [
         ("recorded-before", WAIT_RECORDED),
         ("ordering-before", ORDERING),
         ("optimize", "mxrc-systemd config boot.optimize=yes >/dev/null && mxrc-systemd apply; echo rc=$?"),
     ]),
-    (testbed.Machine(cpus=4, memory_mib=4608, append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4608, append=ISOLATED), [
         ("recorded-after", WAIT_RECORDED),
         ("compare", "mxrc-systemd boot-time compare --json; echo rc=$?; mxrc-systemd boot-time compare"),
         ("ordering-after", ORDERING),
@@ -58,10 +79,12 @@ BOOTS = [
     ]),
     (testbed.Machine(cpus=4, memory_mib=4608, append=""), [
         ("no-isolcpus", WAIT_SERVICES + "; " + DOCTOR),
+        ("intruder", INTRUDER + "; " + MOVE_IRQ + "; " + DOCTOR + "; kill $pid 2>/dev/null; true"),
     ]),
-    (testbed.Machine(cpus=4, memory_mib=4608, kernel="rt", append="isolcpus=2-3"), [
+    (testbed.Machine(cpus=4, memory_mib=4608, kernel="rt", append=ISOLATED), [
         ("jitter", "mxrc-systemd jitter --cycles 10000 --json; echo rc=$?"),
         ("jitter-text", "mxrc-systemd jitter --cycles 1000 --load; echo rc=$?"),
+        ("timerlat", TIMERLAT),
         ("doctor-rt", WAIT_SERVICES + "; " + DOCTOR),
     ]),
 ]
@@ -94,10 +117,6 @@ def statuses(output: str) -> dict:
     return {c["id"]: c["status"] for c in json_of(output)["checks"]}
 
 
-def not_passed(output: str) -> dict:
-    return {k: v for k, v in statuses(output).items() if v != "PASS"}
-
-
 def test_install(run):
     # 2: applied, with the warning that this kernel is not PREEMPT_RT.
     assert rc_of(run["install"].output) in (0, 2), run["install"].output
@@ -111,15 +130,46 @@ def test_target_starts_every_service_within_10s(run):
     assert ms <= 10_000, out
 
 
+# What this emulated machine cannot give, whatever the package does: a WARN naming it is accepted.
+VM_LIMITS = {
+    # virtio-blk has a queue (a managed IRQ) per CPU: the kernel keeps an RT CPU's own queue there, and
+    # trixie's kernel has no IRQ debugfs to say "managed" (seen: IRQ 27 virtio1-req.2 on CPU 2).
+    "isolation:irqs": re.compile(r"virtio\d+-req\.\d+"),
+}
+
+
+def explained(check: dict) -> bool:
+    """A WARN whose every named IRQ is one VM_LIMITS expects."""
+    pattern = VM_LIMITS.get(check["id"])
+    named = re.findall(r"IRQ \d+ \(([^,]+),", check["evidence"])
+    return check["status"] == "WARN" and pattern is not None and bool(named) and all(map(pattern.fullmatch, named))
+
+
+def beyond_vm_limits(output: str) -> dict:
+    """The checks that did not pass, less the WARNs VM_LIMITS explains (printed, so the log says what was seen)."""
+    out = {}
+    for c in json_of(output)["checks"]:
+        if explained(c):
+            print(f"accepted on this VM: {c['id']}: {c['evidence']}")
+        elif c["status"] != "PASS":
+            out[c["id"]] = c["status"]
+    return out
+
+
 def test_doctor_on_a_correct_install_warns_only_about_the_kernel(run):
     out = run["doctor"].output
-    assert not_passed(out) == {"machine:kernel-not-rt": "WARN"}, out
+    assert beyond_vm_limits(out) == {"machine:kernel-not-rt": "WARN"}, out
     assert rc_of(out) == 2
     ids = statuses(out)
     for check in ("rt:scheduling", "exposure:mxrc-rt.service", "exposure:mxrc-monitor.service",
                   "journald:size-cap", "exporter:reachable", "watchdog:mxrc-rt.service",
-                  "properties:mxrc-rt.service", "dependencies:cycles"):
+                  "properties:mxrc-rt.service", "dependencies:cycles",
+                  # every RT isolation layer (issue #10): the recommended command line and isolation.mode=auto
+                  "isolation:cmdline", "isolation:rt-cpuset", "isolation:cpuset:system.slice", "isolation:tasks",
+                  "isolation:kthreads", "isolation:irq-default", "isolation:workqueue", "isolation:cstates",
+                  "isolation:rt-threads", "isolation:rt-memlock"):
         assert ids[check] == "PASS", out
+    assert ids["isolation:rt-partition"] in ("PASS", "WARN"), out   # WARN: the kernel said why it refused
 
 
 def test_doctor_fails_a_stripped_sandbox(run):
@@ -138,8 +188,47 @@ def test_doctor_fails_without_isolcpus(run):
 
 def test_doctor_on_the_rt_kernel_passes_everything(run):
     out = run["doctor-rt"].output
-    assert not_passed(out) == {}, out
-    assert rc_of(out) == 0
+    assert beyond_vm_limits(out) == {}, out
+    assert rc_of(out) in (0, 2), out   # 2: only what VM_LIMITS explains
+
+
+def test_a_foreign_task_on_an_rt_cpu_is_refused_or_named_by_doctor(run):
+    """Issue #10: `taskset -c 2 yes` on a machine without isolcpus= is refused, or doctor FAILs naming it."""
+    out = run["intruder"].output
+    checks = {c["id"]: c for c in json_of(out)["checks"]}
+    tasks = checks["isolation:tasks"]
+    if "intruder=refused" in out:
+        print("taskset -c 2 yes: REFUSED by the RT isolation (the shell's slice may not use CPU 2)")
+        assert "Invalid argument" in out, out
+        assert "(yes," not in tasks["evidence"], out
+    else:
+        pid = re.search(r"intruder=running pid=(\d+)", out).group(1)
+        print(f"taskset -c 2 yes: RAN; doctor says: {tasks['status']} {tasks['evidence']}")
+        assert tasks["status"] == "FAIL" and f"PID {pid} (yes," in tasks["evidence"], out
+        assert rc_of(out) == 1
+
+
+def test_an_irq_moved_onto_an_rt_cpu_is_named_by_doctor(run):
+    out = run["intruder"].output
+    irq = re.search(r"^moved_irq=(\d+)$", out, re.M)
+    assert irq, f"no movable IRQ could be moved to CPU 2: {out}"
+    check = {c["id"]: c for c in json_of(out)["checks"]}["isolation:irqs"]
+    print(f"IRQ {irq.group(1)} moved to CPU 2; doctor says: {check['status']} {check['evidence']}")
+    assert re.search(rf"IRQ {irq.group(1)} \([^)]*\) on CPU 2", check["evidence"]), out
+    # movable, or (without IRQ debugfs) not known to be managed: never called managed
+    assert f"IRQ {irq.group(1)} (" in check["evidence"] and check["status"] in ("FAIL", "WARN"), out
+
+
+def test_timerlat_measures_or_says_what_is_missing(run):
+    out = run["timerlat"].output
+    tracer, rtla = "tracer=timerlat" in out, "rtla=yes" in out
+    print(f"trixie's RT kernel timerlat tracer: {'yes' if tracer else 'no'}; rtla in the image: {rtla}")
+    if not tracer:
+        assert "no timerlat tracer" in out and rc_of(out) == 1, out
+    elif not rtla:
+        assert "apt install rtla" in out and rc_of(out) == 1, out
+    else:
+        assert re.search(r"^(PASS|FAIL): max [\d.]+ us", out, re.M), out
 
 
 def test_every_boot_is_recorded(run):
