@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+import resource
+import shlex
 import signal
+import socket
 import sys
 import threading
 import time
 
-from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, REGISTRY
+from prometheus_client import CollectorRegistry
 
 from mxrc_install import names
 from mxrc_monitor.collector import SnapshotCollector
 from mxrc_monitor.monitor import Monitor
-from mxrc_monitor.serve import Exposition, make_server
+from mxrc_monitor import serve as serve_mod
+from mxrc_monitor.selfmetrics import SelfCollector
+from mxrc_monitor.serve import Exposition, Limits
 from mxrc_monitor.systemd_bus import SystemdBus
 from mxrc_runtime.notify import notify, watchdog_interval
 
@@ -23,6 +29,8 @@ log = logging.getLogger("mxrc-monitor")
 
 REFRESH_SECONDS = 1.0
 DEFAULT_UNITS = (names.TARGET, *names.SERVICES)
+PROOF_SECONDS = 10.0   # WatchdogSec=30s: three chances to prove serving before systemd restarts us
+FD_RESERVE = 64        # descriptors besides connections: the bus, cgroup and /proc reads, the probe
 
 
 def _address(value: str) -> str:
@@ -39,6 +47,26 @@ def _unit(value: str) -> str:
     return value
 
 
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return n
+
+
+def env_args(env=None) -> list[str]:
+    """Flags from $ARGS (EnvironmentFile=-/etc/default/mxrc-monitor), split as a shell would."""
+    text = (os.environ if env is None else env).get("ARGS", "")
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise SystemExit(f"mxrc-monitor: ARGS={text!r} in /etc/default/mxrc-monitor: {exc}; "
+                         "fix the quoting") from None
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="mxrc-monitor",
                                 description="Prometheus exporter for the MXRC systemd units.")
@@ -48,15 +76,47 @@ def parse_args(argv):
     p.add_argument("--port", type=int, default=9558, help="TCP port (default: 9558)")
     p.add_argument("--unit", action="append", dest="units", type=_unit, metavar="UNIT",
                    help=f"unit to watch; repeatable (default: {' '.join(DEFAULT_UNITS)})")
-    args = p.parse_args(argv)
+    p.add_argument("--web.max-requests", dest="max_requests", type=_positive, default=Limits.max_requests,
+                   metavar="N", help="requests answered at once; 503 beyond (default: %(default)s)")
+    p.add_argument("--web.max-connections", dest="max_connections", type=_positive,
+                   default=Limits.max_connections, metavar="N",
+                   help="open connections; beyond, the longest idle one is closed (default: %(default)s); "
+                        "keep it below the unit's LimitNOFILE=")
+    p.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
+                   help="serve on the sockets systemd passes (mxrc-monitor.socket) instead of --listen/--port")
+    # Command-line flags first, then $ARGS: the administrator's file wins over the drop-in.
+    args = p.parse_args([*(sys.argv[1:] if argv is None else argv), *env_args()])
     if not 0 < args.port < 65536:
         p.error(f"--port {args.port}: must be 1-65535")
     return args
 
 
+class ServingProof:
+    """The watchdog's condition: the HTTP server answered or accepted within PROOF_SECONDS.
+
+    Collection alone is not enough (a server out of file descriptors spun at
+    100% while the loop kept pinging): when no scraper came lately, a local
+    connection is made and must reach the server's accept loop.
+    """
+
+    def __init__(self, server, probe=serve_mod.probe, clock=time.monotonic):
+        self.server, self.probe, self.clock = server, probe, clock
+        self.failing = False
+
+    def __call__(self) -> bool:
+        ok = self.clock() - self.server.alive_at <= PROOF_SECONDS or self.probe(self.server)
+        if ok == self.failing:
+            self.failing = not ok
+            if ok:
+                log.info("the HTTP server accepts connections again")
+            else:
+                log.warning("the HTTP server does not accept connections; holding back WATCHDOG=1 "
+                            "so that systemd restarts mxrc-monitor")
+        return ok
 
 
-def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event) -> None:
+def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event,
+          serving=lambda: True) -> None:
     watchdog = watchdog_interval()
     next_tick = time.monotonic() + REFRESH_SECONDS
     while not stop.is_set():
@@ -67,38 +127,77 @@ def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event)
                 collector.publish(monitor.snapshot())
             continue
         collector.publish(monitor.refresh())
-        # The loop itself proves progress: a ping only follows a refresh.
-        if watchdog:
+        # A ping needs both a refresh (the loop) and proof that scrapers are served.
+        if watchdog and serving():
             notify("WATCHDOG=1")
         next_tick = next_tick + REFRESH_SECONDS if now - next_tick < REFRESH_SECONDS else now + REFRESH_SECONDS
+
+
+def systemd_sockets(env=None) -> list[socket.socket]:
+    """The listening sockets systemd passed (LISTEN_FDS), as sd_listen_fds(3) reads them."""
+    env = os.environ if env is None else env
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(env.get("LISTEN_FDS", "0") or 0)
+    socks = [socket.socket(fileno=fd) for fd in range(3, 3 + count)]
+    for sock in socks:
+        sock.setblocking(False)
+    return socks
+
+
+def fit_to_file_limit(wanted: int) -> int:
+    """The connection cap the open-file limit allows (raising the soft limit when the hard one permits)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft < need and (need <= hard or hard == resource.RLIM_INFINITY):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+            soft = need
+        except OSError:  # the unit's SystemCallFilter= denies setrlimit: LimitNOFILE= decides
+            pass
+    if soft < need:
+        capped = max(1, soft - FD_RESERVE)
+        log.warning("open-file limit %d allows %d connections, not %d; raise LimitNOFILE= in the unit "
+                    "or lower --web.max-connections", soft, capped, wanted)
+        return capped
+    return wanted
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     units = tuple(dict.fromkeys(args.units or DEFAULT_UNITS))
+    if args.systemd_socket:
+        sockets = systemd_sockets()
+        if not sockets:
+            log.error("--web.systemd-socket: systemd passed no socket; start mxrc-monitor.socket, "
+                      "or drop the flag to listen on --listen/--port")
+            return 1
+    else:
+        try:
+            sockets = [serve_mod.listen(args.listen, args.port)]
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s; choose another address or port "
+                      "(dpkg-reconfigure mxrc-systemd, or mxrc-systemd config monitor.port=N)",
+                      args.listen, args.port, exc)
+            return 1
+    limits = Limits(max_connections=fit_to_file_limit(args.max_connections), max_requests=args.max_requests)
     monitor = Monitor(units, SystemdBus(units))
     collector = SnapshotCollector()
     monitor.connect()
     collector.publish(monitor.refresh())
-    REGISTRY.register(collector)
-    # process_* (the exporter's own CPU, memory, fds) stays; Python's gc and
-    # platform details are not worth rendering every second on a robot.
-    for default in (GC_COLLECTOR, PLATFORM_COLLECTOR):
-        REGISTRY.unregister(default)
-    try:
-        server = make_server(args.listen, args.port, Exposition(REGISTRY, lambda: collector.snapshot))
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s; choose another address or port "
-                  "(dpkg-reconfigure mxrc-systemd, or mxrc-systemd config monitor.port=N)",
-                  args.listen, args.port, exc)
-        return 1
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    server = serve_mod.Server(Exposition(registry, lambda: collector.snapshot), sockets, limits)
+    registry.register(SelfCollector(lambda: server.stats))
+    server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    notify("READY=1", f"STATUS=serving {args.listen}:{args.port}, {len(units)} units")
-    log.info("serving metrics for %s on %s:%d", ", ".join(units), args.listen, args.port)
-    serve(monitor, collector, stop)
+    where = " ".join("%s:%s" % s.getsockname()[:2] for s in sockets)
+    notify("READY=1", f"STATUS=serving {where}, {len(units)} units")
+    log.info("serving metrics for %s on %s (at most %d connections, %d requests at once)",
+             ", ".join(units), where, limits.max_connections, limits.max_requests)
+    serve(monitor, collector, stop, ServingProof(server))
     notify("STOPPING=1")
-    server.shutdown()
+    server.stop()
     return 0

@@ -318,33 +318,6 @@ def test_metrics_rendered_once_per_snapshot(rig):
     assert exposition.renders == 2 and b'systemd_unit_restart_total{name="mxrc-rt.service"}' in first
 
 
-def test_http_server_serves_metrics_landing_page_and_404(rig):
-    import urllib.error
-    import urllib.request
-
-    from mxrc_monitor.serve import Exposition, make_server
-    monitor, _, _ = rig
-    collector = SnapshotCollector()
-    collector.publish(monitor.refresh())
-    registry = CollectorRegistry()
-    registry.register(collector)
-    server = make_server("127.0.0.1", 0, Exposition(registry, lambda: collector.snapshot))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pybuild sets http_proxy
-    try:
-        with direct.open(base + "/metrics") as resp:
-            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            assert b"systemd_unit_state" in resp.read()
-        with direct.open(base + "/") as resp:
-            assert b'href="/metrics"' in resp.read()
-        with pytest.raises(urllib.error.HTTPError, match="404"):
-            direct.open(base + "/nope")
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_published_snapshot_does_not_change_afterwards(rig):
     monitor, bus, _ = rig
     first = monitor.refresh()
