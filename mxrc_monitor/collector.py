@@ -35,12 +35,12 @@ def _family(kind, name, doc, labels=("name",)):
 def unit_families(snap: Snapshot):
     known = [u for u in snap.units if u.exists]
     state = _family(GaugeMetricFamily, "systemd_unit_state",
-                    "Unit state: 1 for the current ActiveState (systemd_exporter's shape)",
+                    "Systemd unit: 1 for the current ActiveState (as systemd_exporter)",
                     ("name", "type", "state"))
     restarts = _family(CounterMetricFamily, "systemd_unit_restart",
                        "Automatic restarts of the unit (from NRestarts, kept monotonic)")
     service_restarts = _family(CounterMetricFamily, "systemd_service_restart",
-                               "Same as systemd_unit_restart_total, named as systemd_exporter does")
+                               "Service unit count of Restart triggers (as systemd_exporter, kept monotonic)")
     failures = _family(CounterMetricFamily, "systemd_unit_failures",
                        "Failures of the unit by systemd's Result= (watchdog, oom-kill, exit-code, ...)",
                        ("name", "result"))
@@ -63,14 +63,17 @@ def unit_families(snap: Snapshot):
 
 
 def cgroup_families(snap: Snapshot):
-    cpu = _family(CounterMetricFamily, "systemd_unit_cpu_seconds", "CPU time used by the unit's cgroup")
+    cpu = _family(CounterMetricFamily, "systemd_unit_cpu_seconds", "Unit CPU time in seconds (cgroup cpu.stat)",
+                  ("name", "type", "mode"))
     mem = _family(GaugeMetricFamily, "systemd_unit_memory_bytes", "Memory charged to the unit's cgroup")
-    tasks = _family(GaugeMetricFamily, "systemd_unit_tasks_current", "Processes in the unit's cgroup")
+    tasks = _family(GaugeMetricFamily, "systemd_unit_tasks_current",
+                    "Current number of tasks per Systemd unit (threads included: TasksCurrent)")
     mem_max = _family(GaugeMetricFamily, "systemd_unit_memory_max_bytes",
                       "MemoryMax= in force (absent when unlimited)")
     for unit, s in sorted(snap.cgroups.items()):
         if s.cpu_seconds is not None:
-            cpu.add_metric([unit], s.cpu_seconds)
+            for mode, seconds in sorted(s.cpu_seconds.items()):
+                cpu.add_metric([unit, unit.rpartition(".")[2], mode], seconds)
         if s.memory_bytes is not None:
             mem.add_metric([unit], s.memory_bytes)
         if s.tasks is not None:

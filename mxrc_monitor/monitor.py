@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mxrc_monitor import cgroup
 from mxrc_monitor.collector import Snapshot
-from mxrc_monitor.systemd_bus import SERVICE_IFACE, START_PROPERTIES, BusError
+from mxrc_monitor.systemd_bus import ALL_UNITS, RESEED, SERVICE_IFACE, START_PROPERTIES, UNLOADED, BusError
 from mxrc_monitor.unitstate import UnitState
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,11 @@ class Monitor:
         try:
             self.bus.open()
             for unit, state in self.states.items():
-                state.seed(self.bus.seed(unit))
+                if self._connected_once:
+                    # Failures and restarts while the bus was gone are counted, not skipped.
+                    state.reconcile(self.bus.seed(unit))
+                else:
+                    state.seed(self.bus.seed(unit))
         except BusError as exc:
             self._lost(exc)
             return False
@@ -68,16 +72,28 @@ class Monitor:
         changed_any = False
         try:
             for unit, changed in self.bus.wait(timeout):
-                state = self.states[unit]
-                starting = changed.get("ActiveState") == "active" and state.active_state != "active"
-                state.update(changed)
                 changed_any = True
-                if starting and unit.endswith(".service"):
-                    # Not signalled: a restart may have brought a new WatchdogSec= or slice.
-                    state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
+                if changed == RESEED:
+                    for name in (self.states if unit == ALL_UNITS else (unit,)):
+                        self.states[name].reconcile(self.bus.seed(name))
+                elif changed == UNLOADED:
+                    self.states[unit].forget()
+                elif not self.states[unit].exists:
+                    # Loaded since we looked (a missed UnitNew): LoadState is never signalled.
+                    self.states[unit].reconcile(self.bus.seed(unit))
+                else:
+                    self._fold(unit, changed)
         except BusError as exc:
             self._lost(exc)
         return changed_any
+
+    def _fold(self, unit: str, changed: dict) -> None:
+        state = self.states[unit]
+        starting = changed.get("ActiveState") == "active" and state.active_state != "active"
+        state.update(changed)
+        if starting and unit.endswith(".service"):
+            # Not signalled: a restart may have brought a new WatchdogSec= or slice.
+            state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
 
     def _read_watchdog_pings(self) -> None:
         for unit, state in self.states.items():

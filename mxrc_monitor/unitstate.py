@@ -14,7 +14,8 @@ import dataclasses
 # Results pre-created at 0 so that rate()/increase() see the first failure.
 KNOWN_FAILURES = ("exit-code", "signal", "core-dump", "watchdog", "oom-kill", "timeout",
                   "start-limit-hit")
-STATES = ("active", "reloading", "inactive", "failed", "activating", "deactivating")
+# systemd_exporter's five, in its order; while a unit reloads none of them is 1 (as there).
+STATES = ("active", "activating", "deactivating", "inactive", "failed")
 
 
 @dataclasses.dataclass
@@ -35,8 +36,8 @@ class UnitState:
 
     @property
     def unit_type(self) -> str:
-        """systemd_exporter's "type" label: the service Type=, else the unit's suffix."""
-        return self.service_type or self.name.rpartition(".")[2]
+        """systemd_exporter's "type" label: the unit's suffix (service, target, ...), not Type=."""
+        return self.name.rpartition(".")[2]
 
     @property
     def exists(self) -> bool:
@@ -53,6 +54,21 @@ class UnitState:
     def update(self, props: dict) -> None:
         """Take a PropertiesChanged set."""
         self._take(props, count_result=True)
+
+    def reconcile(self, props: dict) -> None:
+        """Take a full read after a gap (reconnect, reload, unit loaded again).
+
+        Restarts in the gap count through NRestarts; a failure counts when its
+        Result= is still there to see (a later successful start overwrites it,
+        and then only the restart is known).
+        """
+        if not self.exists:
+            self.n_restarts = 0  # loaded afresh since we looked: all of its NRestarts are new
+        self._take(props, count_result=True)
+
+    def forget(self) -> None:
+        """systemd unloaded the unit: no state to serve until it is loaded again; counters are kept."""
+        self.load_state = self.active_state = self.sub_state = None
 
     def _take(self, props: dict, count_result: bool) -> None:
         if "NRestarts" in props:

@@ -15,7 +15,7 @@ METRIC = re.compile(r"\b((?:systemd|mxrc_monitor)_[a-z_]+)\b")
 def exported_names():
     """Every sample name the exporter can produce, from a snapshot with every field filled."""
     unit = UnitState("mxrc-rt.service", load_state="loaded", active_state="active", watchdog_usec=1)
-    snap = Snapshot(units=(unit,), cgroups={"mxrc-rt.service": CgroupSample(1.0, 2, 3, 4)},
+    snap = Snapshot(units=(unit,), cgroups={"mxrc-rt.service": CgroupSample({"user": 1.0, "system": 1.0}, 2, 3, 4)},
                     watchdog_ages={"mxrc-rt.service": 0.5})
     names = set()
     for family in SnapshotCollector.collect_from(snap):

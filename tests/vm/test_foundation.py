@@ -117,10 +117,10 @@ def test_security_gate_on_installed_units(install_run):
 def test_exporter_serves_unit_metrics(install_run):
     metrics = install_run["metrics"].output
     for unit in ("mxrc-rt.service", "mxrc-nonrt.service"):
-        assert f'systemd_unit_cpu_seconds_total{{name="{unit}"}}' in metrics
+        assert f'systemd_unit_cpu_seconds_total{{name="{unit}",type="service",mode="user"}}' in metrics
         assert f'systemd_unit_memory_bytes{{name="{unit}"}}' in metrics
         # States come over the system bus: the exporter's user can connect (systemd 252 and 257).
-        assert f'systemd_unit_state{{name="{unit}",state="active",type="notify"}} 1.0' in metrics
+        assert f'systemd_unit_state{{name="{unit}",type="service",state="active"}} 1.0' in metrics
     assert "mxrc_monitor_dbus_connected 1.0" in metrics
 
 
