@@ -13,6 +13,7 @@ import threading
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mxrc_monitor.cgroup import CgroupSample
+from mxrc_monitor.rtcpu import RtSample
 from mxrc_monitor.unitstate import STATES, UnitState
 
 
@@ -26,6 +27,7 @@ class Snapshot:
     bus_connected: bool = False
     bus_reconnects_total: int = 0
     timestamp: float = 0.0
+    rt: RtSample | None = None
 
 
 def _family(kind, name, doc, labels=("name",)):
@@ -83,6 +85,31 @@ def cgroup_families(snap: Snapshot):
     return cpu, mem, tasks, mem_max
 
 
+def rt_families(snap: Snapshot):
+    """Absent as a whole when mxrc-rt has no CPU mask: there is nothing to guard."""
+    rt = snap.rt
+    if rt is None:
+        return
+    irqs = CounterMetricFamily("mxrc_rt_cpu_interrupts", "Device interrupts served on an RT CPU "
+                               "(numbered lines of /proc/interrupts)", labels=["cpu"])
+    for cpu, count in sorted(rt.interrupts.items()):
+        irqs.add_metric([str(cpu)], count)
+    softirqs = CounterMetricFamily("mxrc_rt_cpu_softirqs", "Softirqs run on an RT CPU (/proc/softirqs)",
+                                   labels=["cpu", "type"])
+    for (cpu, kind), count in sorted(rt.softirqs.items()):
+        softirqs.add_metric([str(cpu), kind], count)
+    foreign = GaugeMetricFamily("mxrc_rt_cpu_foreign_tasks", "Tasks allowed on an RT CPU that are neither "
+                                "mxrc-rt's nor per-CPU kernel threads", labels=["cpu"])
+    for cpu, count in sorted(rt.foreign_tasks.items()):
+        foreign.add_metric([str(cpu)], count)
+    yield irqs
+    yield softirqs
+    yield foreign
+    if rt.threads_outside is not None:
+        yield GaugeMetricFamily("mxrc_rt_threads_outside_rt_cpus",
+                                "Threads of mxrc-rt allowed on a CPU outside the RT set", value=rt.threads_outside)
+
+
 def health_families(snap: Snapshot):
     yield CounterMetricFamily("mxrc_monitor_collection_errors", "Failed reads and D-Bus errors while collecting",
                               value=snap.errors_total)
@@ -117,4 +144,5 @@ class SnapshotCollector:
     def collect_from(snap: Snapshot):
         yield from unit_families(snap)
         yield from cgroup_families(snap)
+        yield from rt_families(snap)
         yield from health_families(snap)

@@ -7,10 +7,12 @@ the reconnect and counting rules are tested without a system bus.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
-from mxrc_monitor import cgroup
+from mxrc_install import names
+from mxrc_monitor import cgroup, rtcpu
 from mxrc_monitor.collector import Snapshot
 from mxrc_monitor.systemd_bus import ALL_UNITS, RESEED, SERVICE_IFACE, START_PROPERTIES, UNLOADED, BusError
 from mxrc_monitor.unitstate import UnitState
@@ -22,8 +24,12 @@ RECONNECT_SECONDS = 5.0
 
 class Monitor:
     def __init__(self, units, bus, cgroup_root: Path = cgroup.CGROUP_ROOT,
-                 clock=time.monotonic, wallclock=time.time):
+                 clock=time.monotonic, wallclock=time.time, proc_root: Path = Path("/proc"),
+                 affinity=os.sched_getaffinity):
         self.states = {u: UnitState(u) for u in units}
+        self.proc_root = proc_root
+        self.affinity = affinity
+        self.rt = None  # the last RtSample, taken at each tick
         self.bus = bus
         self.cgroup_root = cgroup_root
         self.clock = clock
@@ -112,6 +118,7 @@ class Monitor:
                 self._read_watchdog_pings()
             except BusError as exc:
                 self._lost(exc)
+        self.rt = self._sample_rt()
         return self.snapshot(started)
 
     def snapshot(self, started: float | None = None) -> Snapshot:
@@ -129,6 +136,7 @@ class Monitor:
         return Snapshot(
             units=tuple(s.copy() for s in self.states.values()),
             cgroups=self._sample_cgroups(),
+            rt=self.rt,
             watchdog_ages=ages,
             errors_total=self.errors,
             collection_seconds=time.perf_counter() - started,
@@ -136,6 +144,24 @@ class Monitor:
             bus_reconnects_total=self.reconnects,
             timestamp=self.wallclock(),
         )
+
+    def rt_cpus(self) -> tuple[int, ...]:
+        """The RT CPUs as applied to mxrc-rt.service; none when it has no mask (or is not watched)."""
+        state = self.states.get(names.RT)
+        if state is None or not state.exists:
+            return ()
+        return rtcpu.cpus_from_mask(state.cpu_affinity) or rtcpu.cpus_from_mask(state.allowed_cpus)
+
+    def _sample_rt(self):
+        cpus = self.rt_cpus()
+        state = self.states.get(names.RT)
+        try:
+            return rtcpu.sample(cpus, state.control_group if state else None, self.proc_root,
+                                self.cgroup_root, self.affinity)
+        except (OSError, ValueError) as exc:
+            self.errors += 1
+            log.debug("cannot read the RT CPUs' interrupts: %s", exc)
+            return None
 
     def _sample_cgroups(self) -> dict:
         samples = {}

@@ -30,10 +30,10 @@ PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 SEED_PROPERTIES = {
     UNIT_IFACE: ("LoadState", "ActiveState", "SubState"),
     SERVICE_IFACE: ("Type", "Result", "NRestarts", "WatchdogUSec", "WatchdogTimestampMonotonic",
-                    "ControlGroup"),
+                    "ControlGroup", "CPUAffinity", "AllowedCPUs"),
 }
 # Not signalled by systemd, so re-read when a unit (re)starts.
-START_PROPERTIES = ("WatchdogUSec", "ControlGroup")
+START_PROPERTIES = ("WatchdogUSec", "ControlGroup", "CPUAffinity", "AllowedCPUs")
 # What wait() returns instead of a property set when a unit must be read again
 # (it was loaded, or systemd reloaded), and for a unit systemd unloaded.
 RESEED = "reseed"

@@ -30,6 +30,8 @@ class UnitState:
     watchdog_usec: int = 0
     watchdog_timestamp_usec: int = 0   # CLOCK_MONOTONIC of the last ping (or start)
     control_group: str | None = None
+    cpu_affinity: bytes = b""          # CPUAffinity= as applied (byte-array mask)
+    allowed_cpus: bytes = b""          # AllowedCPUs= as applied
     restarts_total: int = 0
     failures_total: dict[str, int] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(KNOWN_FAILURES, 0))
@@ -83,6 +85,9 @@ class UnitState:
                           ("ControlGroup", "control_group")):
             if key in props:
                 setattr(self, attr, props[key] or None)
+        for key, attr in (("CPUAffinity", "cpu_affinity"), ("AllowedCPUs", "allowed_cpus")):
+            if key in props:
+                setattr(self, attr, bytes(props[key] or b""))
         if "WatchdogUSec" in props:
             self.watchdog_usec = int(props["WatchdogUSec"])
         if "WatchdogTimestampMonotonic" in props:

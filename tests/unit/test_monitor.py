@@ -18,7 +18,8 @@ RT, NONRT = "mxrc-rt.service", "mxrc-nonrt.service"
 CPU_STAT = "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n"
 RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "Type": "notify",
            "Result": "success", "NRestarts": 0, "WatchdogUSec": 30_000_000,
-           "WatchdogTimestampMonotonic": 100_000_000, "ControlGroup": "/system.slice/mxrc-rt.service"}
+           "WatchdogTimestampMonotonic": 100_000_000, "ControlGroup": "/system.slice/mxrc-rt.service",
+           "CPUAffinity": b"", "AllowedCPUs": b""}
 
 
 class FakeBus:
