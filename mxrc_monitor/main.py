@@ -20,6 +20,7 @@ from mxrc_install import names
 from mxrc_monitor.collector import SnapshotCollector
 from mxrc_monitor.monitor import Monitor
 from mxrc_monitor import serve as serve_mod
+from mxrc_monitor import webconfig
 from mxrc_monitor.selfmetrics import SelfCollector
 from mxrc_monitor.serve import Exposition, Limits
 from mxrc_monitor.systemd_bus import SystemdBus
@@ -82,6 +83,8 @@ def parse_args(argv):
                    default=Limits.max_connections, metavar="N",
                    help="open connections; beyond, the longest idle one is closed (default: %(default)s); "
                         "keep it below the unit's LimitNOFILE=")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth, in exporter-toolkit's YAML format (see mxrc-monitor(8))")
     p.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
                    help="serve on the sockets systemd passes (mxrc-monitor.socket) instead of --listen/--port")
     # Command-line flags first, then $ARGS: the administrator's file wins over the drop-in.
@@ -167,6 +170,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     units = tuple(dict.fromkeys(args.units or DEFAULT_UNITS))
+    try:
+        web = webconfig.load(args.web_config) if args.web_config else webconfig.WebConfig()
+    except webconfig.WebConfigError as exc:
+        log.error("--web.config.file %s", exc)
+        return 1
     if args.systemd_socket:
         sockets = systemd_sockets()
         if not sockets:
@@ -188,15 +196,18 @@ def main(argv=None) -> int:
     collector.publish(monitor.refresh())
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    server = serve_mod.Server(Exposition(registry, lambda: collector.snapshot), sockets, limits)
+    server = serve_mod.Server(Exposition(registry, lambda: collector.snapshot), sockets, limits,
+                              ssl_context=web.ssl_context, headers=web.headers,
+                              auth=webconfig.BasicAuth(web.users) if web.users else None)
     registry.register(SelfCollector(lambda: server.stats))
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     where = " ".join("%s:%s" % s.getsockname()[:2] for s in sockets)
     notify("READY=1", f"STATUS=serving {where}, {len(units)} units")
-    log.info("serving metrics for %s on %s (at most %d connections, %d requests at once)",
-             ", ".join(units), where, limits.max_connections, limits.max_requests)
+    log.info("serving metrics for %s on %s (%s%s; at most %d connections, %d requests at once)",
+             ", ".join(units), where, "https" if web.ssl_context else "http",
+             ", basic auth" if web.users else "", limits.max_connections, limits.max_requests)
     serve(monitor, collector, stop, ServingProof(server))
     notify("STOPPING=1")
     server.stop()

@@ -27,6 +27,7 @@ number of scrapers.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import gzip
 import logging
@@ -168,12 +169,15 @@ class Server:
     """The asyncio server in its own thread; alive_at says when it last proved it serves."""
 
     def __init__(self, exposition: Exposition, sockets: list[socket.socket], limits: Limits = Limits(),
-                 ssl_context: ssl.SSLContext | None = None, authorize=None):
+                 ssl_context: ssl.SSLContext | None = None, auth=None, headers: dict | None = None):
         self.exposition = exposition
         self.sockets = sockets
         self.limits = limits
         self.ssl_context = ssl_context
-        self.authorize = authorize or (lambda headers: True)
+        self.auth = auth            # webconfig.BasicAuth or None
+        self.headers = dict(headers or {})
+        # bcrypt takes ~0.1 s by design: one worker off the loop, queued requests count as in flight.
+        self._auth_pool = concurrent.futures.ThreadPoolExecutor(1, "auth") if auth else None
         self.stats = Stats()
         self.alive_at = time.monotonic()
         self.accepted = 0
@@ -196,6 +200,8 @@ class Server:
         self._thread.join(5)
         if not self._thread.is_alive():
             self._loop.close()
+        if self._auth_pool is not None:
+            self._auth_pool.shutdown(wait=False)
 
     async def _shutdown(self) -> None:
         for server in self._servers:
@@ -319,11 +325,6 @@ class Server:
             await self._respond(writer, 405, TEXT, b"only GET and HEAD\n", keep=False,
                                 extra={"Allow": "GET, HEAD"})
             return False
-        if not self.authorize(request.headers):
-            stats.count(request.path, 401)
-            await self._respond(writer, 401, TEXT, b"unauthorized\n", keep=request.keep_alive,
-                                extra={"WWW-Authenticate": 'Basic realm="mxrc-monitor"'})
-            return request.keep_alive
         if stats.requests_in_flight >= self.limits.max_requests:
             stats.reject("max_requests")
             stats.count(request.path, 503)
@@ -331,6 +332,11 @@ class Server:
             return False
         stats.requests_in_flight += 1
         try:
+            if not await self._authorized(request):
+                stats.count(request.path, 401)
+                await self._respond(writer, 401, TEXT, b"unauthorized\n", keep=request.keep_alive,
+                                    extra={"WWW-Authenticate": 'Basic realm="mxrc-monitor"'})
+                return request.keep_alive
             code, ctype, body, extra = self._route(request)
             stats.count(request.path, code)
             self.alive_at = time.monotonic()
@@ -339,6 +345,14 @@ class Server:
         finally:
             stats.requests_in_flight -= 1
         return request.keep_alive
+
+    async def _authorized(self, request: Request) -> bool:
+        if self.auth is None:
+            return True
+        verdict = self.auth.cached(request.headers)
+        if verdict is None:
+            verdict = await self._loop.run_in_executor(self._auth_pool, self.auth.check, request.headers)
+        return verdict
 
     def _route(self, request: Request):
         if request.path == "/metrics":
@@ -357,7 +371,7 @@ class Server:
                        extra: dict | None = None, head_only: bool = False) -> None:
         headers = [f"HTTP/1.1 {code} {REASONS.get(code, 'Error')}", f"Content-Type: {ctype}",
                    f"Content-Length: {len(body)}", "Connection: " + ("keep-alive" if keep else "close")]
-        headers += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        headers += [f"{k}: {v}" for k, v in {**self.headers, **(extra or {})}.items()]
         writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"))
         if not head_only:
             writer.write(body)
