@@ -31,6 +31,8 @@ log = logging.getLogger("mxrc-monitor")
 REFRESH_SECONDS = 1.0
 DEFAULT_UNITS = (names.TARGET, *names.SERVICES)
 PROOF_SECONDS = 10.0   # WatchdogSec=30s: three chances to prove serving before systemd restarts us
+IDLE_AFTER = 60.0      # seconds without a /metrics request before the refresh slows down
+IDLE_REFRESH_SECONDS = 10.0
 FD_RESERVE = 64        # descriptors besides connections: the bus, cgroup and /proc reads, the probe
 
 
@@ -119,9 +121,17 @@ class ServingProof:
 
 
 def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event,
-          serving=lambda: True) -> None:
+          serving=lambda: True, demand_age=lambda: 0.0) -> None:
+    """The 1 s loop: fold signals, refresh, ping the watchdog while serving is proven.
+
+    Nobody scraping for IDLE_AFTER seconds (demand_age()) slows the refresh to
+    every IDLE_REFRESH_SECONDS: then the exporter costs next to nothing, and a
+    signal still publishes at once. The first scrape back sees a snapshot at
+    most that old; the next tick is a full refresh again.
+    """
     watchdog = watchdog_interval()
     next_tick = time.monotonic() + REFRESH_SECONDS
+    last_refresh = time.monotonic()
     while not stop.is_set():
         changed = monitor.listen(max(0.0, next_tick - time.monotonic()))
         now = time.monotonic()
@@ -129,8 +139,10 @@ def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event,
             if changed:  # a state change is news now; CPU and memory can wait for the tick
                 collector.publish(monitor.snapshot())
             continue
-        collector.publish(monitor.refresh())
-        # A ping needs both a refresh (the loop) and proof that scrapers are served.
+        if demand_age() <= IDLE_AFTER or now - last_refresh >= IDLE_REFRESH_SECONDS:
+            collector.publish(monitor.refresh())
+            last_refresh = now
+        # A ping needs both the loop's tick and proof that scrapers are served.
         if watchdog and serving():
             notify("WATCHDOG=1")
         next_tick = next_tick + REFRESH_SECONDS if now - next_tick < REFRESH_SECONDS else now + REFRESH_SECONDS
@@ -208,7 +220,7 @@ def main(argv=None) -> int:
     log.info("serving metrics for %s on %s (%s%s; at most %d connections, %d requests at once)",
              ", ".join(units), where, "https" if web.ssl_context else "http",
              ", basic auth" if web.users else "", limits.max_connections, limits.max_requests)
-    serve(monitor, collector, stop, ServingProof(server))
+    serve(monitor, collector, stop, ServingProof(server), lambda: time.monotonic() - server.stats.last_metrics_at)
     notify("STOPPING=1")
     server.stop()
     return 0

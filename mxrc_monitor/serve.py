@@ -103,6 +103,7 @@ class Stats:
     rejected: dict = dataclasses.field(default_factory=dict)   # reason -> count
     connections_open: int = 0
     requests_in_flight: int = 0
+    last_metrics_at: float = dataclasses.field(default_factory=time.monotonic)  # last /metrics answered
 
     def count(self, path: str, code: int) -> None:
         key = (path if path in ("/metrics", "/") else "other", str(code))
@@ -340,6 +341,8 @@ class Server:
             code, ctype, body, extra = self._route(request)
             stats.count(request.path, code)
             self.alive_at = time.monotonic()
+            if request.path == "/metrics":
+                stats.last_metrics_at = self.alive_at
             await self._respond(writer, code, ctype, body, keep=request.keep_alive, extra=extra,
                                 head_only=request.method == "HEAD")
         finally:

@@ -290,3 +290,47 @@ def test_connection_cap_follows_the_open_file_limit(monkeypatch, caplog):
     assert "LimitNOFILE" in caplog.text
     monkeypatch.setattr(main.resource, "getrlimit", lambda _: (1088, 1088))
     assert main.fit_to_file_limit(1024) == 1024
+
+
+class CountingMonitor(TickingMonitor):
+    refreshes = 0
+
+    def refresh(self):
+        self.refreshes += 1
+        return super().refresh()
+
+
+@pytest.mark.parametrize("demand_age, refreshes", [(0.0, 12), (main.IDLE_AFTER + 1, 1)])
+def test_without_scrapers_the_refresh_slows_down(monkeypatch, demand_age, refreshes):
+    import threading
+    import types
+    clock = [1000.0]
+    monkeypatch.setattr(main.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(main, "watchdog_interval", lambda: None)
+    stop = threading.Event()
+    ticks = [0]
+
+    class Mon(CountingMonitor):
+        def listen(self, timeout):   # a second passes per wait; 12 ticks in all
+            clock[0] += main.REFRESH_SECONDS
+            ticks[0] += 1
+            if ticks[0] == 12:
+                stop.set()
+            return False
+
+        def refresh(self):
+            self.refreshes += 1
+
+    monitor = Mon(stop, 10 ** 6)
+    main.serve(monitor, types.SimpleNamespace(publish=lambda s: None), stop, lambda: True, lambda: demand_age)
+    assert monitor.refreshes == refreshes   # idle: once in 12 s (every IDLE_REFRESH_SECONDS)
+
+
+def test_a_metrics_request_is_the_demand(start):
+    server = start()
+    before = server.stats.last_metrics_at
+    time.sleep(0.01)
+    ask(server, "GET / HTTP/1.1\r\n\r\n")
+    assert server.stats.last_metrics_at == before
+    ask(server, "GET /metrics HTTP/1.1\r\n\r\n")
+    assert server.stats.last_metrics_at > before
