@@ -331,22 +331,26 @@ class Server:
             stats.count(request.path, 503)
             await self._respond(writer, 503, TEXT, b"too many requests in flight, try again\n", keep=False)
             return False
+        # In flight: authorising and rendering. Writing is bounded by the connection cap and write_timeout,
+        # so a slow reader holds a connection, not one of the max_requests slots.
         stats.requests_in_flight += 1
         try:
-            if not await self._authorized(request):
-                stats.count(request.path, 401)
-                await self._respond(writer, 401, TEXT, b"unauthorized\n", keep=request.keep_alive,
-                                    extra={"WWW-Authenticate": 'Basic realm="mxrc-monitor"'})
-                return request.keep_alive
-            code, ctype, body, extra = self._route(request)
-            stats.count(request.path, code)
-            self.alive_at = time.monotonic()
-            if request.path == "/metrics":
-                stats.last_metrics_at = self.alive_at
-            await self._respond(writer, code, ctype, body, keep=request.keep_alive, extra=extra,
-                                head_only=request.method == "HEAD")
+            authorized = await self._authorized(request)
+            if authorized:
+                code, ctype, body, extra = self._route(request)
         finally:
             stats.requests_in_flight -= 1
+        if not authorized:
+            stats.count(request.path, 401)
+            await self._respond(writer, 401, TEXT, b"unauthorized\n", keep=request.keep_alive,
+                                extra={"WWW-Authenticate": 'Basic realm="mxrc-monitor"'})
+            return request.keep_alive
+        stats.count(request.path, code)
+        self.alive_at = time.monotonic()
+        if request.path == "/metrics":
+            stats.last_metrics_at = self.alive_at
+        await self._respond(writer, code, ctype, body, keep=request.keep_alive, extra=extra,
+                            head_only=request.method == "HEAD")
         return request.keep_alive
 
     async def _authorized(self, request: Request) -> bool:
@@ -378,7 +382,8 @@ class Server:
         writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"))
         if not head_only:
             writer.write(body)
-        await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+        if writer.transport.get_write_buffer_size():  # the kernel did not take it all: wait, bounded
+            await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
 
 
 def listen(address: str, port: int) -> socket.socket:

@@ -334,3 +334,22 @@ def test_a_metrics_request_is_the_demand(start):
     assert server.stats.last_metrics_at == before
     ask(server, "GET /metrics HTTP/1.1\r\n\r\n")
     assert server.stats.last_metrics_at > before
+
+
+def test_a_burst_of_scrapes_above_max_requests_is_served_when_each_is_quick(start):
+    """max_requests bounds work in progress (auth, render), not responses the kernel already took."""
+    import asyncio
+    server = start(max_requests=5)
+    host, port = serve.probe_address(server.sockets[0])
+
+    async def one():
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+        return data.split(b"\r\n", 1)[0]
+
+    async def burst():
+        return await asyncio.gather(*(one() for _ in range(100)))
+
+    assert set(asyncio.run(burst())) == {b"HTTP/1.1 200 OK"}
