@@ -20,6 +20,7 @@ from mxrc_monitor.unitstate import UnitState
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 5.0
+TASK_SCAN_FACTOR = 50   # the RT task scan runs at most every 50x its own duration: <= 2% of one CPU
 
 
 class Monitor:
@@ -30,6 +31,8 @@ class Monitor:
         self.proc_root = proc_root
         self.affinity = affinity
         self.rt = None  # the last RtSample, taken at each tick
+        self._tasks = None  # (cpus, (foreign, outside)) of the last task scan
+        self._next_scan = 0.0
         self.bus = bus
         self.cgroup_root = cgroup_root
         self.clock = clock
@@ -153,15 +156,32 @@ class Monitor:
         return rtcpu.cpus_from_mask(state.cpu_affinity) or rtcpu.cpus_from_mask(state.allowed_cpus)
 
     def _sample_rt(self):
+        """Counters every tick; the task scan at most every TASK_SCAN_FACTOR times its own last duration.
+
+        The scan walks the whole cgroup tree; on a slow machine (or under
+        emulation) it would dominate the exporter's CPU, so it paces itself to
+        about 1/TASK_SCAN_FACTOR of one CPU and its result is kept in between.
+        """
         cpus = self.rt_cpus()
+        if not cpus:
+            self._tasks = None
+            return None
         state = self.states.get(names.RT)
         try:
-            return rtcpu.sample(cpus, state.control_group if state else None, self.proc_root,
-                                self.cgroup_root, self.affinity)
+            interrupts, softirqs = rtcpu.counters(cpus, self.proc_root)
+            now = self.clock()
+            if self._tasks is None or self._tasks[0] != cpus or now >= self._next_scan:
+                started = time.perf_counter()
+                found = rtcpu.scan_tasks(cpus, state.control_group if state else None, self.cgroup_root,
+                                         self.affinity)
+                self._tasks = (cpus, found)
+                self._next_scan = now + max(0.0, TASK_SCAN_FACTOR * (time.perf_counter() - started))
         except (OSError, ValueError) as exc:
             self.errors += 1
             log.debug("cannot read the RT CPUs' interrupts: %s", exc)
             return None
+        foreign, outside = self._tasks[1]
+        return rtcpu.RtSample(cpus, interrupts, softirqs, foreign, outside)
 
     def _sample_cgroups(self) -> dict:
         samples = {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -76,24 +77,45 @@ def parse_softirqs(text: str, cpus) -> dict[tuple[int, str], int]:
     return out
 
 
-def _threads(group: Path) -> list[int]:
-    try:
-        with open(group / "cgroup.threads", "rb") as f:
-            return [int(t) for t in f.read().split()]
-    except OSError:  # removed while walking
-        return []
+def parse_cpulist(text: str) -> set[int]:
+    """ "0-1,4" -> {0, 1, 4} (the kernel's cpulist format)."""
+    cpus = set()
+    for part in text.strip().split(","):
+        if part:
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
 
 
-def walk_threads(root: Path):
-    """(cgroup path relative to root, [tids]) for every cgroup, root first."""
+def walk_threads(root, rt_cpus=()) -> Iterator[tuple[str, list[bytes]]]:
+    """(cgroup path relative to root, [tids as bytes]) for every cgroup that may run on an RT CPU.
+
+    A cgroup whose cpuset.cpus.effective leaves out every RT CPU is skipped
+    with all below it: its tasks cannot run there whatever their affinity
+    (AllowedCPUs= on the slices makes the walk a handful of reads). Plain
+    strings and os.scandir (d_type, no stat): pathlib made it several times slower.
+    """
+    root = str(root).rstrip("/")
+    rt = set(rt_cpus)
     stack = [root]
     while stack:
         group = stack.pop()
-        relative = str(group.relative_to(root))
-        yield "/" if relative == "." else "/" + relative, _threads(group)
+        if rt and group != root:
+            try:
+                with open(group + "/cpuset.cpus.effective", "rb") as f:
+                    if not parse_cpulist(f.read().decode()) & rt:
+                        continue
+            except (OSError, ValueError):
+                pass  # no cpuset controller here: look inside
+        try:
+            with open(group + "/cgroup.threads", "rb") as f:
+                tids = f.read().split()
+        except OSError:  # removed while walking
+            tids = []
+        yield group[len(root):] or "/", tids
         try:
             with os.scandir(group) as entries:
-                stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
         except OSError:
             pass
 
@@ -110,7 +132,7 @@ def classify(groups, rt_group: str | None, cpus, affinity=os.sched_getaffinity):
             outside = 0
         for tid in tids:
             try:
-                allowed = affinity(tid)
+                allowed = affinity(int(tid))
             except OSError:  # exited since the cgroup was read
                 continue
             if in_rt:
@@ -128,13 +150,22 @@ def _read(path: Path) -> str:
         return f.read().decode()
 
 
+def counters(cpus, proc: Path = Path("/proc")) -> tuple[dict, dict]:
+    """(interrupts, softirqs) of the RT CPUs: two small reads, every tick."""
+    return (parse_interrupts(_read(proc / "interrupts"), cpus), parse_softirqs(_read(proc / "softirqs"), cpus))
+
+
+def scan_tasks(cpus, rt_group: str | None, cgroup_root: Path = Path("/sys/fs/cgroup"),
+               affinity=os.sched_getaffinity) -> tuple[dict, int | None]:
+    """(foreign tasks per RT CPU, mxrc-rt threads outside): a walk of the cgroup tree."""
+    return classify(walk_threads(cgroup_root, cpus), rt_group, cpus, affinity)
+
+
 def sample(cpus, rt_group: str | None, proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup"),
            affinity=os.sched_getaffinity) -> RtSample | None:
-    """One look at the RT CPUs; None when there are none. Read errors raise OSError (a counted error)."""
+    """One full look at the RT CPUs; None when there are none. Read errors raise OSError."""
     if not cpus:
         return None
-    foreign, outside = classify(walk_threads(cgroup_root), rt_group, cpus, affinity)
-    return RtSample(cpus=tuple(cpus),
-                    interrupts=parse_interrupts(_read(proc / "interrupts"), cpus),
-                    softirqs=parse_softirqs(_read(proc / "softirqs"), cpus),
-                    foreign_tasks=foreign, threads_outside=outside)
+    interrupts, softirqs = counters(cpus, proc)
+    foreign, outside = scan_tasks(cpus, rt_group, cgroup_root, affinity)
+    return RtSample(tuple(cpus), interrupts, softirqs, foreign, outside)

@@ -125,3 +125,33 @@ def test_an_unreadable_interrupts_file_is_a_counted_error(rt_rig, tmp_path):
     s = scrape(monitor.refresh())
     assert value(s, "mxrc_monitor_collection_errors_total") == 1
     assert value(s, "mxrc_rt_cpu_foreign_tasks", cpu="2") is None
+
+
+def test_cgroups_whose_cpuset_leaves_out_the_rt_cpus_are_not_walked(tmp_path):
+    affinity = build_tree(tmp_path)
+    (tmp_path / "user.slice" / "cpuset.cpus.effective").write_text("0-1\n")   # AllowedCPUs=0-1 on the slice
+    (tmp_path / "system.slice" / "cpuset.cpus.effective").write_text("0-3\n")
+    walked = [path for path, _ in rtcpu.walk_threads(tmp_path, (2, 3))]
+    assert "/user.slice/user-0.slice/session-1.scope" not in walked and "/user.slice" not in walked
+    assert "/system.slice/mxrc-rt.service" in walked
+    foreign, _ = rtcpu.scan_tasks((2, 3), "/system.slice/mxrc-rt.service", tmp_path, affinity)
+    assert foreign == {2: 1, 3: 1}   # the session's "yes" cannot run on CPU 2: its cpuset says so
+
+
+def test_cpulist_format():
+    assert rtcpu.parse_cpulist("0-1,4\n") == {0, 1, 4} and rtcpu.parse_cpulist("\n") == set()
+
+
+def test_the_task_scan_paces_itself_and_the_counters_do_not(rt_rig, tmp_path, monkeypatch):
+    import mxrc_monitor.monitor as monitor_mod
+    monitor, _ = rt_rig
+    scans = []
+    real = rtcpu.scan_tasks
+    monkeypatch.setattr(monitor_mod.rtcpu, "scan_tasks", lambda *a: scans.append(1) or real(*a))
+    monkeypatch.setattr(monitor_mod, "TASK_SCAN_FACTOR", 1e9)   # as if a scan took very long
+    monitor.refresh()
+    (tmp_path / "proc" / "interrupts").write_text(INTERRUPTS.replace("120", "220"))
+    s = scrape(monitor.refresh())
+    assert len(scans) == 1                                              # paced
+    assert value(s, "mxrc_rt_cpu_interrupts_total", cpu="2") == 225     # fresh
+    assert value(s, "mxrc_rt_cpu_foreign_tasks", cpu="2") == 2          # kept from the scan
