@@ -159,7 +159,8 @@ def main() -> int:
                       "rounds": ROUNDS, "calls": CALLS, "pieces_us": pieces, "per_tick_us": per_tick,
                       "rt_scan_tree": {"cgroups": 120, "threads": 300},
                       "host": {"machine": platform.machine(), "python": platform.python_version(),
-                               "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}}, indent=2))
+                               "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+                               "date": time.strftime("%Y-%m-%d")}}, indent=2))
     return 0
 
 
