@@ -96,8 +96,8 @@ STEPS = [
     ("rt-intrusion", f"echo rt_affinity=$(prop mxrc-rt.service CPUAffinity | tr ' ' ','); {PROBE} rt-intrusion 2; "
                      f"{OUTSIDE_TRUTH}; echo outside_truth=$truth "
                      f"outside=$({SCRAPE} | awk '/^mxrc_rt_threads_outside_rt_cpus /{{print $2}}'); "
-                     "taskset -a -p -c 0-3 $(prop mxrc-rt.service MainPID) >/dev/null; sleep 2.5; "
-                     f"{OUTSIDE_TRUTH}; echo spread_truth=$truth "
+                     "taskset -a -p -c 0-3 $(prop mxrc-rt.service MainPID) >/dev/null; "
+                     f"sleep 12; {OUTSIDE_TRUTH}; echo spread_truth=$truth "
                      f"spread=$({SCRAPE} | awk '/^mxrc_rt_threads_outside_rt_cpus /{{print $2}}'); "
                      "systemctl restart mxrc-rt.service; "
                      f"{SCRAPE} | grep -E '^mxrc_rt_' | head -20"),
@@ -221,7 +221,8 @@ def test_rt_intrusions_show_in_the_new_metrics(run):
     out = run["rt-intrusion"].output
     v = values(out)
     assert v["rt_affinity"] in ("2,3", "2-3"), out   # the exporter reads what was applied
-    assert int(v["foreign_during"]) >= int(v["foreign_before"]) + 1, out   # taskset -c 2 yes
+    # taskset -c 2 yes: counted (in mxrc.slice when runtime isolation refused it elsewhere)
+    assert int(v["foreign_during"]) >= int(v["foreign_before"]) + 1, out
     assert int(v["foreign_after"]) < int(v["foreign_during"]), out
     assert v["irq"] != "None" and int(v["irqs_after"]) > int(v["irqs_before"]), out
     assert float(v["outside"]) == int(v["outside_truth"]) == 0, out

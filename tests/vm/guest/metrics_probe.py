@@ -161,6 +161,16 @@ def value_of(metric, **labels):
     return sample(metric, **labels) or 0.0
 
 
+def wait_value(metric, done, seconds=30.0, **labels):
+    """The metric's value once done(value) holds, or its last value after seconds."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = value_of(metric, **labels)
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
 def movable_irq(cpu):
     """An IRQ line whose affinity can be set onto cpu (a serial or legacy line; managed ones refuse)."""
     with open("/proc/interrupts") as f:
@@ -178,15 +188,26 @@ def movable_irq(cpu):
 
 
 def rt_intrusion(cpu):
+    """A "taskset -c CPU yes" must be counted; where runtime isolation refuses it (other slices' cpusets
+    leave the RT CPUs out), the same intruder is started inside mxrc.slice, beside mxrc-rt, and counted."""
     before_foreign = value_of("mxrc_rt_cpu_foreign_tasks", cpu=cpu)
-    yes = subprocess.Popen(["taskset", "-c", cpu, "yes"], stdout=subprocess.DEVNULL)
-    time.sleep(2.5)
-    during_foreign = value_of("mxrc_rt_cpu_foreign_tasks", cpu=cpu)
-    yes.kill()
-    yes.wait()
-    time.sleep(2.5)
-    after_foreign = value_of("mxrc_rt_cpu_foreign_tasks", cpu=cpu)
-    print(f"foreign_before={before_foreign:.0f} foreign_during={during_foreign:.0f} foreign_after={after_foreign:.0f}")
+    yes = subprocess.Popen(["sh", "-c", f"exec taskset -c {cpu} yes >/dev/null"], stderr=subprocess.PIPE)
+    time.sleep(1)
+    refused = yes.poll() is not None
+    if refused:
+        subprocess.run(["systemd-run", "--quiet", "--slice=mxrc.slice", "--unit=mxrc-intruder",
+                        "-p", f"AllowedCPUs={cpu}", "sh", "-c", f"exec taskset -c {cpu} yes >/dev/null"],
+                       check=True)
+    # The task scan paces itself (at most every 50x its duration): poll rather than sleep a guess.
+    during_foreign = wait_value("mxrc_rt_cpu_foreign_tasks", lambda v: v > before_foreign, cpu=cpu)
+    if refused:
+        subprocess.run(["systemctl", "stop", "mxrc-intruder.service"], check=False)
+    else:
+        yes.kill()
+        yes.wait()
+    after_foreign = wait_value("mxrc_rt_cpu_foreign_tasks", lambda v: v < during_foreign, cpu=cpu)
+    print(f"taskset_refused={int(refused)} foreign_before={before_foreign:.0f} "
+          f"foreign_during={during_foreign:.0f} foreign_after={after_foreign:.0f}")
     irq = movable_irq(cpu)
     before_irqs = value_of("mxrc_rt_cpu_interrupts_total", cpu=cpu)
     if irq is not None:
