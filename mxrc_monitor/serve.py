@@ -216,6 +216,9 @@ class Server:
         asyncio.set_event_loop(self._loop)
         self._loop.set_exception_handler(self._loop_error)
         for sock in self.sockets:
+            # With TLS, a connection is counted once its handshake is done; until then it is
+            # bounded by the handshake timeout (header_timeout), not by max_connections
+            # (per-connection start_tls() loses the ClientHello on Python 3.11).
             server = self._loop.run_until_complete(self._loop.create_server(
                 self._protocol, sock=sock, backlog=BACKLOG, ssl=self.ssl_context,
                 ssl_handshake_timeout=self.limits.header_timeout if self.ssl_context else None))
