@@ -62,10 +62,11 @@ class UnitState:
 
         Restarts in the gap count through NRestarts; a failure counts when its
         Result= is still there to see (a later successful start overwrites it,
-        and then only the restart is known).
+        and then only the restart is known). A daemon-reload sends UnitRemoved
+        and UnitNew for units that keep their NRestarts, so the last value seen
+        stays the reference: restarts of a unit before the exporter first saw
+        it are not counted, and none is counted twice.
         """
-        if not self.exists:
-            self.n_restarts = 0  # loaded afresh since we looked: all of its NRestarts are new
         self._take(props, count_result=True)
 
     def forget(self) -> None:

@@ -383,7 +383,7 @@ def test_a_unit_missing_at_connect_is_served_once_systemd_loads_it(rig):
     assert monitor.listen(0)
     s = scrape(monitor.refresh())
     assert value(s, "systemd_unit_state", name=NONRT, type="service", state="active") == 1
-    assert value(s, "systemd_unit_restart_total", name=NONRT) == 1  # it restarted after we looked
+    assert value(s, "systemd_unit_restart_total", name=NONRT) == 0  # before we first saw it: not ours to count
 
 
 def test_a_signal_for_a_unit_we_thought_missing_reads_it_again(rig):
@@ -473,3 +473,14 @@ def test_match_rules_ask_for_load_and_unload_of_our_units_only():
     assert [r for r in rules if "member='UnitRemoved'" in r and f"arg0='{RT}'" in r]
     assert any("Reloading" in r for r in rules)
     assert all("sender='org.freedesktop.systemd1'" in r for r in rules)
+
+
+def test_a_daemon_reload_that_unloads_and_reloads_a_unit_does_not_count_its_restarts_again(rig):
+    monitor, bus, _ = rig
+    watchdog_kill(bus, restarts_after=1)
+    monitor.listen(0)
+    for _ in range(2):   # drill + undrill: two daemon-reloads, each UnitRemoved + UnitNew + Reloading(false)
+        bus.pending.extend([(RT, systemd_bus.UNLOADED), (RT, systemd_bus.RESEED),
+                            (systemd_bus.ALL_UNITS, systemd_bus.RESEED)])
+        monitor.listen(0)
+    assert value(scrape(monitor.refresh()), "systemd_unit_restart_total", name=RT) == 1

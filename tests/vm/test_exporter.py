@@ -88,7 +88,7 @@ STEPS = [
     # Counters never go backwards although systemd's NRestarts was just reset by the restart.
     ("monotonic", f"sleep 3; echo now=$({PROBE} query '{RESTARTS}'); echo nrestarts=$(prop mxrc-rt.service NRestarts)"),
     # D-Bus goes away: keep serving, count the error, reconnect.
-    ("dbus-restart", "systemctl restart dbus.service; sleep 12; "
+    ("dbus-restart", "echo nonrt_nrestarts=$(prop mxrc-nonrt.service NRestarts); systemctl restart dbus.service; sleep 12; "
                      "python3 -c 'import urllib.request; print(urllib.request.urlopen("
                      "\"http://127.0.0.1:9558/metrics\").read().decode())' | "
                      "grep -E '^(mxrc_monitor_dbus|mxrc_monitor_collection_errors|systemd_unit_restart_total)'"),
@@ -208,6 +208,14 @@ def test_restart_counter_does_not_drop_when_systemd_resets_nrestarts(run):
     watchdog, now = run["watchdog"].output, run["monotonic"].output
     assert re.search(r"^nrestarts=0$", now, re.M), now
     assert query_value(now, "now") >= query_value(watchdog, "after"), now
+
+
+def test_daemon_reloads_and_reconnects_count_no_restart_twice(run):
+    out = run["dbus-restart"].output
+    # mxrc-nonrt was never restarted by hand: systemd's NRestarts is the truth (SIGKILL in "react").
+    # Each daemon-reload of the drills sends UnitRemoved + UnitNew; those must not add restarts.
+    truth = int(values(out)["nonrt_nrestarts"])
+    assert _metric(out, "systemd_unit_restart_total", "mxrc-nonrt.service") == truth >= 1, out
 
 
 def test_dbus_restart_is_survived(run):
