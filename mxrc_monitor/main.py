@@ -33,7 +33,7 @@ DEFAULT_UNITS = (names.TARGET, *names.SERVICES)
 PROOF_SECONDS = 10.0   # WatchdogSec=30s: three chances to prove serving before systemd restarts us
 IDLE_AFTER = 60.0      # seconds without a /metrics request before the refresh slows down
 IDLE_REFRESH_SECONDS = 10.0
-FD_RESERVE = 64        # descriptors besides connections: the bus, cgroup and /proc reads, the probe
+FD_RESERVE = 64        # besides connections: the bus, cgroup and /proc reads, the probe, serve.ACCEPT_BATCH
 
 
 def _address(value: str) -> str:
@@ -144,8 +144,16 @@ def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event,
             last_refresh = now
         # A ping needs both the loop's tick and proof that scrapers are served.
         if watchdog and serving():
-            notify("WATCHDOG=1")
+            ping()
         next_tick = next_tick + REFRESH_SECONDS if now - next_tick < REFRESH_SECONDS else now + REFRESH_SECONDS
+
+
+def ping() -> None:
+    """WATCHDOG=1; a failure (e.g. no descriptor left) skips this ping instead of ending the exporter."""
+    try:
+        notify("WATCHDOG=1")
+    except OSError as exc:
+        log.warning("cannot send WATCHDOG=1: %s", exc)
 
 
 def systemd_sockets(env=None) -> list[socket.socket]:

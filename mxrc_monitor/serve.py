@@ -42,6 +42,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 log = logging.getLogger(__name__)
 
 BACKLOG = 4096
+ACCEPT_BATCH = 4    # accepted per wake-up; evictions lag a few wake-ups: the cap is overshot by ~4 batches
 MAX_HEADER_BYTES = 8192
 LANDING = (b"<html><head><title>mxrc-monitor</title></head><body><h1>mxrc-monitor</h1>"
            b'<p><a href="/metrics">Metrics</a></p></body></html>\n')
@@ -102,6 +103,7 @@ class Stats:
     requests: dict = dataclasses.field(default_factory=dict)   # (path, code) -> count
     rejected: dict = dataclasses.field(default_factory=dict)   # reason -> count
     connections_open: int = 0
+    connections_peak: int = 0      # the most open at once: how far a flood got past the cap
     requests_in_flight: int = 0
     last_metrics_at: float = dataclasses.field(default_factory=time.monotonic)  # last /metrics answered
 
@@ -219,9 +221,13 @@ class Server:
             # With TLS, a connection is counted once its handshake is done; until then it is
             # bounded by the handshake timeout (header_timeout), not by max_connections
             # (per-connection start_tls() loses the ClientHello on Python 3.11).
+            # asyncio accepts up to `backlog` connections per wake-up before any of them runs, so
+            # a flood could open thousands of descriptors past the cap in one go (seen in the VM:
+            # EMFILE, then the process died). It gets ACCEPT_BATCH; the kernel keeps BACKLOG.
             server = self._loop.run_until_complete(self._loop.create_server(
-                self._protocol, sock=sock, backlog=BACKLOG, ssl=self.ssl_context,
+                self._protocol, sock=sock, backlog=ACCEPT_BATCH, ssl=self.ssl_context,
                 ssl_handshake_timeout=self.limits.header_timeout if self.ssl_context else None))
+            sock.listen(BACKLOG)
             self._servers.append(server)
         self._loop.call_soon(self._ready.set)
         self._loop.run_forever()
@@ -245,6 +251,7 @@ class Server:
         task = asyncio.current_task()
         self._tasks.add(task)
         self.stats.connections_open = len(self._tasks)
+        self.stats.connections_peak = max(self.stats.connections_peak, len(self._tasks))
         clean = False
         try:
             if len(self._tasks) > self.limits.max_connections and not self._evict_idle():
