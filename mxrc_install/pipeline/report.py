@@ -73,7 +73,8 @@ def plan_json(plan: Plan, current: dict) -> str:
         "placement": _jsonable(plan.placement),
         "dropins": {path: {"content": text, "changed": current.get(path) != text}
                     for path, text in plan.owned_files().items()},
-        "findings": _jsonable(plan.findings),
+        "findings": [{"id": f.id, "severity": str(f.severity), "reason": f.reason, "fix": f.fix}
+                     for f in plan.findings],
     }, indent=2, sort_keys=True)
 
 

@@ -113,3 +113,12 @@ def test_live_adapters_shape(monkeypatch):
     assert adapters.cpu_details(live) == {"model": "Robot CPU", "rt_flags": ["constant_tsc", "nonstop_tsc"]}
     assert adapters.udev_has_device(live, "misc", "cpu_dma_latency") is True
     assert adapters.udev_has_device(live, "misc", "nothing") is False
+
+
+def test_plan_json_findings_carry_their_registered_severity(tmp_path):
+    import json
+
+    from mxrc_install.pipeline import report
+    result = plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, Hardware(cpus=2)))))
+    found = {f["id"]: f for f in json.loads(report.plan_json(result, {}))["findings"]}
+    assert found["few-cpus"]["severity"] == "warning" and found["few-cpus"]["fix"]
