@@ -156,13 +156,16 @@ def ping() -> None:
         log.warning("cannot send WATCHDOG=1: %s", exc)
 
 
-def systemd_sockets(env=None) -> list[socket.socket]:
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_sockets(env=None, first_fd: int = SD_LISTEN_FDS_START) -> list[socket.socket]:
     """The listening sockets systemd passed (LISTEN_FDS), as sd_listen_fds(3) reads them."""
     env = os.environ if env is None else env
     if env.get("LISTEN_PID") != str(os.getpid()):
         return []
     count = int(env.get("LISTEN_FDS", "0") or 0)
-    socks = [socket.socket(fileno=fd) for fd in range(3, 3 + count)]
+    socks = [socket.socket(fileno=fd) for fd in range(first_fd, first_fd + count)]
     for sock in socks:
         sock.setblocking(False)
     return socks

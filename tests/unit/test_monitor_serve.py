@@ -383,3 +383,24 @@ def test_a_failed_watchdog_ping_does_not_end_the_exporter(monkeypatch):
         raise OSError(24, "Too many open files")
     monkeypatch.setattr(main, "notify", no_fd)
     main.ping()   # logged, not raised
+
+
+def test_sockets_systemd_passed_are_served(start):
+    """--web.systemd-socket: the fds from LISTEN_FDS (here from fd 60 instead of 3) become the server's."""
+    import os
+    listener = serve.listen("127.0.0.1", 0)
+    os.dup2(listener.fileno(), 60)
+    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"}
+    (passed,) = main.systemd_sockets(env, first_fd=60)
+    assert passed.getsockname() == listener.getsockname()
+    registry = CollectorRegistry()
+    registry.register(OneGauge())
+    snapshot = object()
+    server = Server(Exposition(registry, lambda: snapshot), [passed])
+    server.start()
+    try:
+        assert ask(server, "GET /metrics HTTP/1.1\r\n\r\n")[0].endswith("200 OK")
+    finally:
+        server.stop()
+        passed.close()
+        listener.close()
