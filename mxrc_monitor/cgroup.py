@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -10,18 +11,17 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 @dataclasses.dataclass(frozen=True)
 class CgroupSample:
-    cpu_seconds: float | None
+    cpu_seconds: dict[str, float] | None   # {"user": s, "system": s}, systemd_exporter's modes
     memory_bytes: int | None
-    tasks: int | None
-    memory_max_bytes: int | None = None  # None: no MemoryMax= ("max")
+    tasks: int | None                      # pids.current: threads included, = TasksCurrent
+    memory_max_bytes: int | None = None    # None: no MemoryMax= ("max")
 
 
-def parse_cpu_stat(text: str) -> float | None:
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "usage_usec":
-            return int(value) / 1e6
-    return None
+def parse_cpu_stat(text: str) -> dict[str, float] | None:
+    fields = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+    if "user_usec" not in fields or "system_usec" not in fields:
+        return None
+    return {"user": int(fields["user_usec"]) / 1e6, "system": int(fields["system_usec"]) / 1e6}
 
 
 def parse_memory_max(text: str) -> int | None:
@@ -37,6 +37,10 @@ def _read(path: Path) -> str | None:
             return f.read().decode()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:  # the cgroup was removed between open() and read()
+            return None
+        raise
 
 
 def unit_cgroup(unit: str, control_group: str | None = None, root: Path = CGROUP_ROOT) -> Path:
@@ -56,11 +60,11 @@ def sample(group: Path) -> CgroupSample | None:
         return None
     cpu = _read(group / "cpu.stat")
     memory = _read(group / "memory.current")
-    procs = _read(group / "cgroup.procs")
+    tasks = _read(group / "pids.current")
     memory_max = _read(group / "memory.max")
     return CgroupSample(
         cpu_seconds=parse_cpu_stat(cpu) if cpu is not None else None,
         memory_bytes=int(memory) if memory is not None else None,
-        tasks=len(procs.split()) if procs is not None else None,
+        tasks=int(tasks) if tasks is not None else None,
         memory_max_bytes=parse_memory_max(memory_max) if memory_max is not None else None,
     )

@@ -13,6 +13,7 @@ import threading
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mxrc_monitor.cgroup import CgroupSample
+from mxrc_monitor.rtcpu import RtSample
 from mxrc_monitor.unitstate import STATES, UnitState
 
 
@@ -26,6 +27,7 @@ class Snapshot:
     bus_connected: bool = False
     bus_reconnects_total: int = 0
     timestamp: float = 0.0
+    rt: RtSample | None = None
 
 
 def _family(kind, name, doc, labels=("name",)):
@@ -35,12 +37,12 @@ def _family(kind, name, doc, labels=("name",)):
 def unit_families(snap: Snapshot):
     known = [u for u in snap.units if u.exists]
     state = _family(GaugeMetricFamily, "systemd_unit_state",
-                    "Unit state: 1 for the current ActiveState (systemd_exporter's shape)",
+                    "Systemd unit: 1 for the current ActiveState (as systemd_exporter)",
                     ("name", "type", "state"))
     restarts = _family(CounterMetricFamily, "systemd_unit_restart",
                        "Automatic restarts of the unit (from NRestarts, kept monotonic)")
     service_restarts = _family(CounterMetricFamily, "systemd_service_restart",
-                               "Same as systemd_unit_restart_total, named as systemd_exporter does")
+                               "Service unit count of Restart triggers (as systemd_exporter, kept monotonic)")
     failures = _family(CounterMetricFamily, "systemd_unit_failures",
                        "Failures of the unit by systemd's Result= (watchdog, oom-kill, exit-code, ...)",
                        ("name", "result"))
@@ -63,14 +65,17 @@ def unit_families(snap: Snapshot):
 
 
 def cgroup_families(snap: Snapshot):
-    cpu = _family(CounterMetricFamily, "systemd_unit_cpu_seconds", "CPU time used by the unit's cgroup")
+    cpu = _family(CounterMetricFamily, "systemd_unit_cpu_seconds", "Unit CPU time in seconds (cgroup cpu.stat)",
+                  ("name", "type", "mode"))
     mem = _family(GaugeMetricFamily, "systemd_unit_memory_bytes", "Memory charged to the unit's cgroup")
-    tasks = _family(GaugeMetricFamily, "systemd_unit_tasks_current", "Processes in the unit's cgroup")
+    tasks = _family(GaugeMetricFamily, "systemd_unit_tasks_current",
+                    "Current number of tasks per Systemd unit (threads included: TasksCurrent)")
     mem_max = _family(GaugeMetricFamily, "systemd_unit_memory_max_bytes",
                       "MemoryMax= in force (absent when unlimited)")
     for unit, s in sorted(snap.cgroups.items()):
         if s.cpu_seconds is not None:
-            cpu.add_metric([unit], s.cpu_seconds)
+            for mode, seconds in sorted(s.cpu_seconds.items()):
+                cpu.add_metric([unit, unit.rpartition(".")[2], mode], seconds)
         if s.memory_bytes is not None:
             mem.add_metric([unit], s.memory_bytes)
         if s.tasks is not None:
@@ -78,6 +83,31 @@ def cgroup_families(snap: Snapshot):
         if s.memory_max_bytes is not None:
             mem_max.add_metric([unit], s.memory_max_bytes)
     return cpu, mem, tasks, mem_max
+
+
+def rt_families(snap: Snapshot):
+    """Absent as a whole when mxrc-rt has no CPU mask: there is nothing to guard."""
+    rt = snap.rt
+    if rt is None:
+        return
+    irqs = CounterMetricFamily("mxrc_rt_cpu_interrupts", "Device interrupts served on an RT CPU "
+                               "(numbered lines of /proc/interrupts)", labels=["cpu"])
+    for cpu, count in sorted(rt.interrupts.items()):
+        irqs.add_metric([str(cpu)], count)
+    softirqs = CounterMetricFamily("mxrc_rt_cpu_softirqs", "Softirqs run on an RT CPU (/proc/softirqs)",
+                                   labels=["cpu", "type"])
+    for (cpu, kind), count in sorted(rt.softirqs.items()):
+        softirqs.add_metric([str(cpu), kind], count)
+    foreign = GaugeMetricFamily("mxrc_rt_cpu_foreign_tasks", "Tasks allowed on an RT CPU that are neither "
+                                "mxrc-rt's nor per-CPU kernel threads", labels=["cpu"])
+    for cpu, count in sorted(rt.foreign_tasks.items()):
+        foreign.add_metric([str(cpu)], count)
+    yield irqs
+    yield softirqs
+    yield foreign
+    if rt.threads_outside is not None:
+        yield GaugeMetricFamily("mxrc_rt_threads_outside_rt_cpus",
+                                "Threads of mxrc-rt allowed on a CPU outside the RT set", value=rt.threads_outside)
 
 
 def health_families(snap: Snapshot):
@@ -114,4 +144,5 @@ class SnapshotCollector:
     def collect_from(snap: Snapshot):
         yield from unit_families(snap)
         yield from cgroup_families(snap)
+        yield from rt_families(snap)
         yield from health_families(snap)

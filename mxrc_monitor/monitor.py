@@ -7,23 +7,32 @@ the reconnect and counting rules are tested without a system bus.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
-from mxrc_monitor import cgroup
+from mxrc_install import names
+from mxrc_monitor import cgroup, rtcpu
 from mxrc_monitor.collector import Snapshot
-from mxrc_monitor.systemd_bus import SERVICE_IFACE, START_PROPERTIES, BusError
+from mxrc_monitor.systemd_bus import ALL_UNITS, RESEED, SERVICE_IFACE, START_PROPERTIES, UNLOADED, BusError
 from mxrc_monitor.unitstate import UnitState
 
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 5.0
+TASK_SCAN_FACTOR = 50   # the RT task scan runs at most every 50x its own duration: <= 2% of one CPU
 
 
 class Monitor:
     def __init__(self, units, bus, cgroup_root: Path = cgroup.CGROUP_ROOT,
-                 clock=time.monotonic, wallclock=time.time):
+                 clock=time.monotonic, wallclock=time.time, proc_root: Path = Path("/proc"),
+                 affinity=os.sched_getaffinity):
         self.states = {u: UnitState(u) for u in units}
+        self.proc_root = proc_root
+        self.affinity = affinity
+        self.rt = None  # the last RtSample, taken at each tick
+        self._tasks = None  # (cpus, (foreign, outside)) of the last task scan
+        self._next_scan = 0.0
         self.bus = bus
         self.cgroup_root = cgroup_root
         self.clock = clock
@@ -41,7 +50,11 @@ class Monitor:
         try:
             self.bus.open()
             for unit, state in self.states.items():
-                state.seed(self.bus.seed(unit))
+                if self._connected_once:
+                    # Failures and restarts while the bus was gone are counted, not skipped.
+                    state.reconcile(self.bus.seed(unit))
+                else:
+                    state.seed(self.bus.seed(unit))
         except BusError as exc:
             self._lost(exc)
             return False
@@ -68,16 +81,28 @@ class Monitor:
         changed_any = False
         try:
             for unit, changed in self.bus.wait(timeout):
-                state = self.states[unit]
-                starting = changed.get("ActiveState") == "active" and state.active_state != "active"
-                state.update(changed)
                 changed_any = True
-                if starting and unit.endswith(".service"):
-                    # Not signalled: a restart may have brought a new WatchdogSec= or slice.
-                    state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
+                if changed == RESEED:
+                    for name in (self.states if unit == ALL_UNITS else (unit,)):
+                        self.states[name].reconcile(self.bus.seed(name))
+                elif changed == UNLOADED:
+                    self.states[unit].forget()
+                elif not self.states[unit].exists:
+                    # Loaded since we looked (a missed UnitNew): LoadState is never signalled.
+                    self.states[unit].reconcile(self.bus.seed(unit))
+                else:
+                    self._fold(unit, changed)
         except BusError as exc:
             self._lost(exc)
         return changed_any
+
+    def _fold(self, unit: str, changed: dict) -> None:
+        state = self.states[unit]
+        starting = changed.get("ActiveState") == "active" and state.active_state != "active"
+        state.update(changed)
+        if starting and unit.endswith(".service"):
+            # Not signalled: a restart may have brought a new WatchdogSec= or slice.
+            state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
 
     def _read_watchdog_pings(self) -> None:
         for unit, state in self.states.items():
@@ -96,6 +121,7 @@ class Monitor:
                 self._read_watchdog_pings()
             except BusError as exc:
                 self._lost(exc)
+        self.rt = self._sample_rt()
         return self.snapshot(started)
 
     def snapshot(self, started: float | None = None) -> Snapshot:
@@ -113,6 +139,7 @@ class Monitor:
         return Snapshot(
             units=tuple(s.copy() for s in self.states.values()),
             cgroups=self._sample_cgroups(),
+            rt=self.rt,
             watchdog_ages=ages,
             errors_total=self.errors,
             collection_seconds=time.perf_counter() - started,
@@ -120,6 +147,41 @@ class Monitor:
             bus_reconnects_total=self.reconnects,
             timestamp=self.wallclock(),
         )
+
+    def rt_cpus(self) -> tuple[int, ...]:
+        """The RT CPUs as applied to mxrc-rt.service; none when it has no mask (or is not watched)."""
+        state = self.states.get(names.RT)
+        if state is None or not state.exists:
+            return ()
+        return rtcpu.cpus_from_mask(state.cpu_affinity) or rtcpu.cpus_from_mask(state.allowed_cpus)
+
+    def _sample_rt(self):
+        """Counters every tick; the task scan at most every TASK_SCAN_FACTOR times its own last duration.
+
+        The scan walks the whole cgroup tree; on a slow machine (or under
+        emulation) it would dominate the exporter's CPU, so it paces itself to
+        about 1/TASK_SCAN_FACTOR of one CPU and its result is kept in between.
+        """
+        cpus = self.rt_cpus()
+        if not cpus:
+            self._tasks = None
+            return None
+        state = self.states.get(names.RT)
+        try:
+            interrupts, softirqs = rtcpu.counters(cpus, self.proc_root)
+            now = self.clock()
+            if self._tasks is None or self._tasks[0] != cpus or now >= self._next_scan:
+                started = time.perf_counter()
+                found = rtcpu.scan_tasks(cpus, state.control_group if state else None, self.cgroup_root,
+                                         self.affinity)
+                self._tasks = (cpus, found)
+                self._next_scan = now + max(0.0, TASK_SCAN_FACTOR * (time.perf_counter() - started))
+        except (OSError, ValueError) as exc:
+            self.errors += 1
+            log.debug("cannot read the RT CPUs' interrupts: %s", exc)
+            return None
+        foreign, outside = self._tasks[1]
+        return rtcpu.RtSample(cpus, interrupts, softirqs, foreign, outside)
 
     def _sample_cgroups(self) -> dict:
         samples = {}

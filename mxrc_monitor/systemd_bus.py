@@ -15,12 +15,13 @@ import logging
 from jeepney import DBusAddress, MatchRule, Properties, new_method_call
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
-from jeepney.low_level import MessageType
+from jeepney.low_level import HeaderFields, MessageType
 
 log = logging.getLogger(__name__)
 
 SYSTEMD = "org.freedesktop.systemd1"
-MANAGER = DBusAddress("/org/freedesktop/systemd1", SYSTEMD, "org.freedesktop.systemd1.Manager")
+MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
+MANAGER = DBusAddress("/org/freedesktop/systemd1", SYSTEMD, MANAGER_IFACE)
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
 SERVICE_IFACE = "org.freedesktop.systemd1.Service"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
@@ -29,10 +30,15 @@ PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 SEED_PROPERTIES = {
     UNIT_IFACE: ("LoadState", "ActiveState", "SubState"),
     SERVICE_IFACE: ("Type", "Result", "NRestarts", "WatchdogUSec", "WatchdogTimestampMonotonic",
-                    "ControlGroup"),
+                    "ControlGroup", "CPUAffinity", "AllowedCPUs"),
 }
 # Not signalled by systemd, so re-read when a unit (re)starts.
-START_PROPERTIES = ("WatchdogUSec", "ControlGroup")
+START_PROPERTIES = ("WatchdogUSec", "ControlGroup", "CPUAffinity", "AllowedCPUs")
+# What wait() returns instead of a property set when a unit must be read again
+# (it was loaded, or systemd reloaded), and for a unit systemd unloaded.
+RESEED = "reseed"
+UNLOADED = "unloaded"
+ALL_UNITS = "*"
 
 # ConnectionError and TimeoutError are OSErrors; EOFError comes from a torn message.
 BusError = (OSError, EOFError)
@@ -76,18 +82,30 @@ class SystemdBus:
         self.close()
         conn = self._connect()
         try:
-            for path in self.paths:
-                rule = MatchRule(type="signal", sender=SYSTEMD, interface=PROPERTIES_IFACE,
-                                 member="PropertiesChanged", path=path)
+            for rule in self.match_rules():
                 self._call(conn, message_bus.AddMatch(rule))
             self.signals.clear()
-            self._filter = conn.filter(MatchRule(type="signal", interface=PROPERTIES_IFACE,
-                                                 member="PropertiesChanged"), queue=self.signals)
+            # Everything dbus-daemon forwards is one of ours (the rules above); one queue keeps their order.
+            self._filter = conn.filter(MatchRule(type="signal"), queue=self.signals)
             self._call(conn, new_method_call(MANAGER, "Subscribe"))
         except BaseException:
             conn.close()
             raise
         self.conn = conn
+
+    def match_rules(self) -> list[MatchRule]:
+        """PropertiesChanged of each unit; its loading and unloading (a const LoadState is never
+        in PropertiesChanged); and the end of a daemon-reload, after which any unit may differ."""
+        rules = []
+        for path, unit in self.paths.items():
+            rules.append(MatchRule(type="signal", sender=SYSTEMD, interface=PROPERTIES_IFACE,
+                                   member="PropertiesChanged", path=path))
+            for member in ("UnitNew", "UnitRemoved"):
+                rule = MatchRule(type="signal", sender=SYSTEMD, interface=MANAGER_IFACE, member=member)
+                rule.add_arg_condition(0, unit)
+                rules.append(rule)
+        rules.append(MatchRule(type="signal", sender=SYSTEMD, interface=MANAGER_IFACE, member="Reloading"))
+        return rules
 
     def close(self) -> None:
         if self._filter is not None:
@@ -138,11 +156,24 @@ class SystemdBus:
             pass
         out = []
         while self.signals:
-            msg = self.signals.popleft()
-            unit = self.paths.get(msg.header.fields.get(1))  # HeaderFields.path == 1
-            if unit is None:
-                continue
-            interface, changed = parse_properties_changed(msg.body)
-            if interface in SEED_PROPERTIES:
-                out.append((unit, changed))
+            event = self.event(self.signals.popleft())
+            if event is not None:
+                out.append(event)
         return out
+
+    def event(self, msg) -> tuple[str, dict | str] | None:
+        """(unit, changed properties | RESEED | UNLOADED) for one signal, None for others."""
+        fields = msg.header.fields
+        interface, member = fields.get(HeaderFields.interface), fields.get(HeaderFields.member)
+        if interface == PROPERTIES_IFACE and member == "PropertiesChanged":
+            unit = self.paths.get(fields.get(HeaderFields.path))
+            changed_iface, changed = parse_properties_changed(msg.body)
+            if unit is not None and changed_iface in SEED_PROPERTIES:
+                return unit, changed
+        elif interface == MANAGER_IFACE and member in ("UnitNew", "UnitRemoved"):
+            unit = msg.body[0]
+            if unit in self.units:
+                return unit, RESEED if member == "UnitNew" else UNLOADED
+        elif interface == MANAGER_IFACE and member == "Reloading" and msg.body[0] is False:
+            return ALL_UNITS, RESEED
+        return None

@@ -14,7 +14,8 @@ import dataclasses
 # Results pre-created at 0 so that rate()/increase() see the first failure.
 KNOWN_FAILURES = ("exit-code", "signal", "core-dump", "watchdog", "oom-kill", "timeout",
                   "start-limit-hit")
-STATES = ("active", "reloading", "inactive", "failed", "activating", "deactivating")
+# systemd_exporter's five, in its order; while a unit reloads none of them is 1 (as there).
+STATES = ("active", "activating", "deactivating", "inactive", "failed")
 
 
 @dataclasses.dataclass
@@ -29,14 +30,16 @@ class UnitState:
     watchdog_usec: int = 0
     watchdog_timestamp_usec: int = 0   # CLOCK_MONOTONIC of the last ping (or start)
     control_group: str | None = None
+    cpu_affinity: bytes = b""          # CPUAffinity= as applied (byte-array mask)
+    allowed_cpus: bytes = b""          # AllowedCPUs= as applied
     restarts_total: int = 0
     failures_total: dict[str, int] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(KNOWN_FAILURES, 0))
 
     @property
     def unit_type(self) -> str:
-        """systemd_exporter's "type" label: the service Type=, else the unit's suffix."""
-        return self.service_type or self.name.rpartition(".")[2]
+        """systemd_exporter's "type" label: the unit's suffix (service, target, ...), not Type=."""
+        return self.name.rpartition(".")[2]
 
     @property
     def exists(self) -> bool:
@@ -54,6 +57,22 @@ class UnitState:
         """Take a PropertiesChanged set."""
         self._take(props, count_result=True)
 
+    def reconcile(self, props: dict) -> None:
+        """Take a full read after a gap (reconnect, reload, unit loaded again).
+
+        Restarts in the gap count through NRestarts; a failure counts when its
+        Result= is still there to see (a later successful start overwrites it,
+        and then only the restart is known). A daemon-reload sends UnitRemoved
+        and UnitNew for units that keep their NRestarts, so the last value seen
+        stays the reference: restarts of a unit before the exporter first saw
+        it are not counted, and none is counted twice.
+        """
+        self._take(props, count_result=True)
+
+    def forget(self) -> None:
+        """systemd unloaded the unit: no state to serve until it is loaded again; counters are kept."""
+        self.load_state = self.active_state = self.sub_state = None
+
     def _take(self, props: dict, count_result: bool) -> None:
         if "NRestarts" in props:
             self._count_restarts(int(props["NRestarts"]))
@@ -67,6 +86,9 @@ class UnitState:
                           ("ControlGroup", "control_group")):
             if key in props:
                 setattr(self, attr, props[key] or None)
+        for key, attr in (("CPUAffinity", "cpu_affinity"), ("AllowedCPUs", "allowed_cpus")):
+            if key in props:
+                setattr(self, attr, bytes(props[key] or b""))
         if "WatchdogUSec" in props:
             self.watchdog_usec = int(props["WatchdogUSec"])
         if "WatchdogTimestampMonotonic" in props:

@@ -18,7 +18,8 @@ RT, NONRT = "mxrc-rt.service", "mxrc-nonrt.service"
 CPU_STAT = "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n"
 RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "Type": "notify",
            "Result": "success", "NRestarts": 0, "WatchdogUSec": 30_000_000,
-           "WatchdogTimestampMonotonic": 100_000_000, "ControlGroup": "/system.slice/mxrc-rt.service"}
+           "WatchdogTimestampMonotonic": 100_000_000, "ControlGroup": "/system.slice/mxrc-rt.service",
+           "CPUAffinity": b"", "AllowedCPUs": b""}
 
 
 class FakeBus:
@@ -70,12 +71,12 @@ class Clock:
         return self.now
 
 
-def fake_cgroup(root, unit, cpu=CPU_STAT, memory="1048576\n", procs="10\n11\n"):
+def fake_cgroup(root, unit, cpu=CPU_STAT, memory="1048576\n", tasks="5\n"):
     group = root / "system.slice" / unit
     group.mkdir(parents=True)
     (group / "cpu.stat").write_text(cpu)
     (group / "memory.current").write_text(memory)
-    (group / "cgroup.procs").write_text(procs)
+    (group / "pids.current").write_text(tasks)
     (group / "memory.max").write_text("2147483648\n")
 
 
@@ -157,8 +158,8 @@ def test_state_in_systemd_exporter_shape(rig):
     bus.emit(RT, ActiveState="failed", SubState="failed", Result="exit-code")
     monitor.listen(0)
     s = scrape(monitor.refresh())
-    assert value(s, "systemd_unit_state", name=RT, type="notify", state="failed") == 1
-    assert value(s, "systemd_unit_state", name=RT, type="notify", state="active") == 0
+    assert value(s, "systemd_unit_state", name=RT, type="service", state="failed") == 1
+    assert value(s, "systemd_unit_state", name=RT, type="service", state="active") == 0
     assert value(s, "systemd_unit_failures_total", name=RT, result="exit-code") == 1
 
 
@@ -202,9 +203,10 @@ def test_no_ping_age_for_a_stopped_unit(rig):
 def test_cpu_memory_tasks_from_the_units_cgroup(rig):
     monitor, _, _ = rig
     s = scrape(monitor.refresh())
-    assert value(s, "systemd_unit_cpu_seconds_total", name=RT) == 2.5
+    assert value(s, "systemd_unit_cpu_seconds_total", name=RT, type="service", mode="user") == 2.0
+    assert value(s, "systemd_unit_cpu_seconds_total", name=RT, type="service", mode="system") == 0.5
     assert value(s, "systemd_unit_memory_bytes", name=RT) == 1048576
-    assert value(s, "systemd_unit_tasks_current", name=RT) == 2
+    assert value(s, "systemd_unit_tasks_current", name=RT) == 5   # threads, as TasksCurrent
     assert value(s, "systemd_unit_memory_max_bytes", name=RT) == 2 ** 31
 
 
@@ -298,7 +300,7 @@ def test_properties_changed_body_is_unwrapped():
 
 def test_sample_absent_cgroup_is_none(tmp_path):
     assert cgroup.sample(tmp_path / "nope") is None
-    assert cgroup.parse_cpu_stat("user_usec 1\n") is None
+    assert cgroup.parse_cpu_stat("usage_usec 1\n") is None
 
 
 # -- serving ------------------------------------------------------------------
@@ -316,33 +318,6 @@ def test_metrics_rendered_once_per_snapshot(rig):
     collector.publish(monitor.refresh())
     exposition.body()
     assert exposition.renders == 2 and b'systemd_unit_restart_total{name="mxrc-rt.service"}' in first
-
-
-def test_http_server_serves_metrics_landing_page_and_404(rig):
-    import urllib.error
-    import urllib.request
-
-    from mxrc_monitor.serve import Exposition, make_server
-    monitor, _, _ = rig
-    collector = SnapshotCollector()
-    collector.publish(monitor.refresh())
-    registry = CollectorRegistry()
-    registry.register(collector)
-    server = make_server("127.0.0.1", 0, Exposition(registry, lambda: collector.snapshot))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pybuild sets http_proxy
-    try:
-        with direct.open(base + "/metrics") as resp:
-            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            assert b"systemd_unit_state" in resp.read()
-        with direct.open(base + "/") as resp:
-            assert b'href="/metrics"' in resp.read()
-        with pytest.raises(urllib.error.HTTPError, match="404"):
-            direct.open(base + "/nope")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_published_snapshot_does_not_change_afterwards(rig):
@@ -396,3 +371,116 @@ def test_a_state_change_is_published_before_the_next_tick():
     collector = types.SimpleNamespace(publish=published.append)
     main.serve(monitor, collector, stop)
     assert published == ["snapshot"] and "refresh" not in monitor.calls
+
+
+# -- units that come and go; gaps ------------------------------------------------
+
+def test_a_unit_missing_at_connect_is_served_once_systemd_loads_it(rig):
+    monitor, bus, _ = rig
+    assert not [k for k in scrape(monitor.refresh()) if ("name", NONRT) in k[1]]
+    bus.props[NONRT] = {**RUNNING, "NRestarts": 1, "ControlGroup": "/system.slice/mxrc-nonrt.service"}
+    bus.pending.append((NONRT, systemd_bus.RESEED))          # UnitNew
+    assert monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_state", name=NONRT, type="service", state="active") == 1
+    assert value(s, "systemd_unit_restart_total", name=NONRT) == 0  # before we first saw it: not ours to count
+
+
+def test_a_signal_for_a_unit_we_thought_missing_reads_it_again(rig):
+    monitor, bus, _ = rig
+    bus.props[NONRT] = dict(RUNNING)
+    bus.emit(NONRT, ActiveState="active")     # UnitNew was missed; LoadState is never signalled
+    monitor.listen(0)
+    assert value(scrape(monitor.refresh()), "systemd_unit_state", name=NONRT, type="service",
+                 state="active") == 1
+
+
+def test_an_unloaded_unit_loses_its_state_series_but_not_its_counters(rig):
+    monitor, bus, _ = rig
+    watchdog_kill(bus, restarts_after=1)
+    bus.pending.append((RT, systemd_bus.UNLOADED))           # UnitRemoved
+    monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_state", name=RT, type="service", state="active") is None
+    bus.props[RT].update(NRestarts=0, Result="success")
+    bus.pending.append((RT, systemd_bus.RESEED))
+    monitor.listen(0)
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_restart_total", name=RT) == 1
+    assert value(s, "systemd_unit_failures_total", name=RT, result="watchdog") == 1
+
+
+def test_a_daemon_reload_that_removed_a_unit_file_drops_its_state(rig):
+    monitor, bus, _ = rig
+    bus.props[RT] = {"LoadState": "not-found", "ActiveState": "inactive"}
+    bus.pending.append((systemd_bus.ALL_UNITS, systemd_bus.RESEED))   # Reloading(false)
+    monitor.listen(0)
+    assert value(scrape(monitor.refresh()), "systemd_unit_state", name=RT, type="service",
+                 state="inactive") is None
+
+
+def test_a_failure_during_a_bus_gap_is_counted_on_reconnect(rig):
+    monitor, bus, clock = rig
+    bus.down = True
+    monitor.listen(0)
+    bus.props[RT].update(ActiveState="failed", SubState="failed", Result="oom-kill", NRestarts=2)
+    bus.down = False
+    clock.now += RECONNECT_SECONDS
+    s = scrape(monitor.refresh())
+    assert value(s, "systemd_unit_failures_total", name=RT, result="oom-kill") == 1
+    assert value(s, "systemd_unit_restart_total", name=RT) == 2
+    assert value(s, "systemd_unit_state", name=RT, type="service", state="failed") == 1
+
+
+def test_a_cgroup_removed_mid_read_is_not_an_error(rig, monkeypatch):
+    import errno
+    monitor, _, _ = rig
+    real_open = open
+
+    def vanishing(path, *a, **kw):
+        if str(path).endswith("memory.current"):
+            raise OSError(errno.ENODEV, "No such device")
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", vanishing)
+    s = scrape(monitor.refresh())
+    assert value(s, "mxrc_monitor_collection_errors_total") == 0
+    assert value(s, "systemd_unit_cpu_seconds_total", name=RT, type="service", mode="user") == 2.0
+
+
+def signal_message(path, interface, member, signature, body):
+    from jeepney import DBusAddress, new_signal
+    return new_signal(DBusAddress(path, interface=interface), member, signature, body)
+
+
+def test_bus_turns_manager_signals_into_reseed_and_unloaded():
+    bus = systemd_bus.SystemdBus([RT])
+    manager = "/org/freedesktop/systemd1"
+    iface = systemd_bus.MANAGER_IFACE
+    assert bus.event(signal_message(manager, iface, "UnitNew", "so", (RT, "/x"))) == (RT, systemd_bus.RESEED)
+    assert bus.event(signal_message(manager, iface, "UnitRemoved", "so", (RT, "/x"))) == (RT, systemd_bus.UNLOADED)
+    assert bus.event(signal_message(manager, iface, "UnitNew", "so", ("other.service", "/x"))) is None
+    assert bus.event(signal_message(manager, iface, "Reloading", "b", (False,))) == ("*", systemd_bus.RESEED)
+    assert bus.event(signal_message(manager, iface, "Reloading", "b", (True,))) is None
+    changed = signal_message(systemd_bus.unit_path(RT), systemd_bus.PROPERTIES_IFACE, "PropertiesChanged",
+                             "sa{sv}as", (systemd_bus.UNIT_IFACE, {"ActiveState": ("s", "failed")}, []))
+    assert bus.event(changed) == (RT, {"ActiveState": "failed"})
+
+
+def test_match_rules_ask_for_load_and_unload_of_our_units_only():
+    rules = [r.serialise() for r in systemd_bus.SystemdBus([RT]).match_rules()]
+    assert [r for r in rules if "member='UnitNew'" in r and f"arg0='{RT}'" in r]
+    assert [r for r in rules if "member='UnitRemoved'" in r and f"arg0='{RT}'" in r]
+    assert any("Reloading" in r for r in rules)
+    assert all("sender='org.freedesktop.systemd1'" in r for r in rules)
+
+
+def test_a_daemon_reload_that_unloads_and_reloads_a_unit_does_not_count_its_restarts_again(rig):
+    monitor, bus, _ = rig
+    watchdog_kill(bus, restarts_after=1)
+    monitor.listen(0)
+    for _ in range(2):   # drill + undrill: two daemon-reloads, each UnitRemoved + UnitNew + Reloading(false)
+        bus.pending.extend([(RT, systemd_bus.UNLOADED), (RT, systemd_bus.RESEED),
+                            (systemd_bus.ALL_UNITS, systemd_bus.RESEED)])
+        monitor.listen(0)
+    assert value(scrape(monitor.refresh()), "systemd_unit_restart_total", name=RT) == 1

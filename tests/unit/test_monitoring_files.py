@@ -7,16 +7,18 @@ import pytest
 
 from mxrc_monitor.cgroup import CgroupSample
 from mxrc_monitor.collector import Snapshot, SnapshotCollector
+from mxrc_monitor.rtcpu import RtSample
 from mxrc_monitor.unitstate import UnitState
 
-METRIC = re.compile(r"\b((?:systemd|mxrc_monitor)_[a-z_]+)\b")
+METRIC = re.compile(r"\b((?:systemd|mxrc_monitor|mxrc_rt)_[a-z_]+)\b")
 
 
 def exported_names():
     """Every sample name the exporter can produce, from a snapshot with every field filled."""
     unit = UnitState("mxrc-rt.service", load_state="loaded", active_state="active", watchdog_usec=1)
-    snap = Snapshot(units=(unit,), cgroups={"mxrc-rt.service": CgroupSample(1.0, 2, 3, 4)},
-                    watchdog_ages={"mxrc-rt.service": 0.5})
+    snap = Snapshot(units=(unit,), cgroups={"mxrc-rt.service": CgroupSample({"user": 1.0, "system": 1.0}, 2, 3, 4)},
+                    watchdog_ages={"mxrc-rt.service": 0.5},
+                    rt=RtSample((2,), {2: 1}, {(2, "NET_RX"): 1}, {2: 0}, 0))
     names = set()
     for family in SnapshotCollector.collect_from(snap):
         names.update(s.name for s in family.samples)
@@ -42,7 +44,8 @@ def test_dashboard_queries_only_exported_metrics(dashboard):
 def test_dashboard_shows_what_the_issue_asks(dashboard):
     text = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for needed in ("systemd_unit_state", "systemd_unit_cpu_seconds_total", "systemd_unit_memory_bytes",
-                   "systemd_unit_restart_total", 'result="watchdog"'):
+                   "systemd_unit_restart_total", 'result="watchdog"', "mxrc_rt_cpu_interrupts_total",
+                   "mxrc_rt_cpu_softirqs_total", "mxrc_rt_cpu_foreign_tasks", "mxrc_rt_threads_outside_rt_cpus"):
         assert needed in text
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 

@@ -50,6 +50,7 @@ BASE_PACKAGES = (
 PACKAGE_DEPENDENCIES = (
     "python3-prometheus-client", "python3-jeepney", "python3-systemd",
     "python3-distro", "python3-cpuinfo", "python3-pyudev",
+    "python3-bcrypt", "python3-yaml",   # mxrc-monitor's --web.config.file
 )
 
 # The peers the exporter is judged against (tests/vm/test_exporter.py, bench/):

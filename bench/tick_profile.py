@@ -1,0 +1,168 @@
+#!/usr/bin/python3
+"""Where mxrc-monitor's own CPU goes each second, measured natively on the host (no VM, no system bus).
+
+Each piece of the 1 s tick is timed alone, as the exporter runs it:
+  dbus_get   one jeepney Properties.Get as the tick does it, without the socket:
+             build + serialise the call, parse a canned reply (x3 per tick: one
+             per unit whose watchdog is armed)
+  cgroups    Monitor._sample_cgroups() for 3 services on a cgroup tree of the
+             real files' shape
+  snapshot   Monitor.snapshot() minus the cgroup reads (copies of unit state)
+  render     generate_latest() of the full registry (once per snapshot, only if scraped)
+  rt_scan    rtcpu.sample(): /proc/interrupts and /proc/softirqs of a 4-CPU VM's
+             size and a cgroup tree of 120 cgroups / 300 threads (sched_getaffinity
+             on this process's own thread id stands in for every thread)
+Prints JSON (microseconds per call, median of ROUNDS x CALLS).
+Usage: bench/tick_profile.py [ROUNDS] > bench/results/tick-profile-host.json
+"""
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jeepney import DBusAddress, Properties, new_method_return  # noqa: E402
+from jeepney.low_level import Parser  # noqa: E402
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+
+from mxrc_monitor import rtcpu, systemd_bus  # noqa: E402
+from mxrc_monitor.collector import SnapshotCollector  # noqa: E402
+from mxrc_monitor.monitor import Monitor  # noqa: E402
+from mxrc_monitor.selfmetrics import SelfCollector  # noqa: E402
+
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+CALLS = 200
+UNITS = ("mxrc.target", "mxrc-nonrt.service", "mxrc-rt.service", "mxrc-monitor.service")
+SERVICE = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "Type": "notify",
+           "Result": "success", "NRestarts": 0, "WatchdogUSec": 30_000_000,
+           "WatchdogTimestampMonotonic": 100_000_000, "CPUAffinity": bytes([0b1100]), "AllowedCPUs": b""}
+
+
+class StaticBus:
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def seed(self, unit):
+        props = dict(SERVICE, ControlGroup=f"/system.slice/{unit}")
+        return props if unit.endswith(".service") else {"LoadState": "loaded", "ActiveState": "active"}
+
+    def get(self, unit, interface, name):
+        return SERVICE[name]
+
+    def wait(self, timeout):
+        return []
+
+
+def interrupts(cpus=4, lines=40):
+    head = " " * 11 + "".join(f"CPU{i:<8}" for i in range(cpus)) + "\n"
+    rows = "".join(f"{n:>4}:" + "".join(f"{n * 1000 + i:>11}" for i in range(cpus)) + "  PCI-MSI  x-edge  dev\n"
+                   for n in range(lines))
+    arch = "".join(f"{k}:" + "".join(f"{5000:>11}" for _ in range(cpus)) + "  arch\n"
+                   for k in ("NMI", "LOC", "SPU", "PMI", "IWI", "RTR", "RES", "CAL", "TLB", "TRM", "THR", "DFR", "MCE"))
+    return head + rows + arch
+
+
+def softirqs(cpus=4):
+    head = " " * 20 + "".join(f"CPU{i:<8}" for i in range(cpus)) + "\n"
+    return head + "".join(f"{k:>12}:" + "".join(f"{1000:>11}" for _ in range(cpus)) + "\n"
+                          for k in ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED",
+                                    "HRTIMER", "RCU"))
+
+
+def build_tree(root: Path, groups=120, threads=300):
+    me = os.getpid()
+    per = threads // groups + 1
+    for g in range(groups):
+        group = root / ("" if g == 0 else f"system.slice/unit-{g}.service")
+        group.mkdir(parents=True, exist_ok=True)
+        (group / "cgroup.threads").write_text(f"{me}\n" * per)
+    for unit in UNITS[1:]:
+        group = root / "system.slice" / unit
+        group.mkdir(parents=True, exist_ok=True)
+        (group / "cgroup.threads").write_text(f"{me}\n")
+        (group / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
+        (group / "memory.current").write_text("1048576\n")
+        (group / "memory.max").write_text("max\n")
+        (group / "pids.current").write_text("5\n")
+
+
+def timed(fn, calls=CALLS):
+    samples = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - started) / calls * 1e6)
+    return round(statistics.median(samples), 1)
+
+
+def dbus_get_once():
+    obj = DBusAddress(systemd_bus.unit_path("mxrc-rt.service"), systemd_bus.SYSTEMD, systemd_bus.SERVICE_IFACE)
+    call = Properties(obj).get("WatchdogTimestampMonotonic")
+    data = call.serialise(serial=7)
+    parser = Parser()
+    parser.add_data(REPLY)
+    msg = parser.get_next_message()
+    return len(data), systemd_bus.unwrap(msg.body[0])
+
+
+def _canned_reply() -> bytes:
+    call = Properties(DBusAddress(systemd_bus.unit_path("mxrc-rt.service"), systemd_bus.SYSTEMD,
+                                  systemd_bus.SERVICE_IFACE)).get("WatchdogTimestampMonotonic")
+    parser = Parser()
+    parser.add_data(call.serialise(serial=7))
+    return new_method_return(parser.get_next_message(), "v", (("t", 123456789),)).serialise(serial=8)
+
+
+REPLY = _canned_reply()
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        proc = root / "proc"
+        proc.mkdir()
+        (proc / "interrupts").write_text(interrupts())
+        (proc / "softirqs").write_text(softirqs())
+        cgroups = root / "cgroup"
+        build_tree(cgroups)
+        monitor = Monitor(UNITS, StaticBus(), cgroup_root=cgroups, proc_root=proc,
+                          affinity=lambda tid: os.sched_getaffinity(0))
+        monitor.connect()
+        collector = SnapshotCollector()
+        registry = CollectorRegistry()
+        registry.register(collector)
+        registry.register(SelfCollector())
+        collector.publish(monitor.refresh())
+        rt_cpus = monitor.rt_cpus()
+        rt_group = "/system.slice/mxrc-rt.service"
+        pieces = {
+            "dbus_get": timed(dbus_get_once),
+            "cgroups": timed(monitor._sample_cgroups),
+            "snapshot_without_cgroups": None,
+            "render": timed(lambda: generate_latest(registry), calls=50),
+            "rt_scan": timed(lambda: rtcpu.sample(rt_cpus, rt_group, proc, cgroups, monitor.affinity), calls=20),
+        }
+        whole = timed(monitor.snapshot)
+        pieces["snapshot_without_cgroups"] = round(max(0.0, whole - pieces["cgroups"]), 1)
+    per_tick = {"refresh (3 Gets + snapshot + rt_scan)": round(3 * pieces["dbus_get"] + whole + pieces["rt_scan"], 1),
+                "render (only when scraped)": pieces["render"]}
+    print(json.dumps({"what": "microseconds per call, median of rounds, native CPU (not TCG)",
+                      "rounds": ROUNDS, "calls": CALLS, "pieces_us": pieces, "per_tick_us": per_tick,
+                      "rt_scan_tree": {"cgroups": 120, "threads": 300},
+                      "host": {"machine": platform.machine(), "python": platform.python_version(),
+                               "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+                               "date": time.strftime("%Y-%m-%d")}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
