@@ -29,10 +29,15 @@ def _require_running_system(root: SysRoot, what: str) -> None:
                       "not in a chroot or image build)")
 
 
+def all_checks(root: SysRoot) -> list:
+    """Every doctor check: the spec's promises and the RT isolation layers."""
+    facts, result = current_plan(root)
+    return doctor.run_checks(result, live.gather(result.placement)) + isolation_checks(root, facts, result)
+
+
 def doctor_command(root: SysRoot, as_json: bool) -> int:
     _require_running_system(root, "doctor")
-    facts, result = current_plan(root)
-    checks = doctor.run_checks(result, live.gather(result.placement)) + isolation_checks(root, facts, result)
+    checks = all_checks(root)
     print(doctor.render_json(checks) if as_json else doctor.render_text(checks), end="")
     return doctor.exit_code(checks)
 
@@ -117,8 +122,7 @@ def health_gate_command(root: SysRoot, timeout: int) -> int:
     problems = healthgate.wait_for_units(
         lambda: {u: p.get("ActiveState", "") for u, p in live.show(units, ("ActiveState",)).items()}, timeout)
     if not problems:
-        _, result = current_plan(root)
-        problems = healthgate.failed_checks(doctor.run_checks(result, live.gather(result.placement)))
+        problems = healthgate.failed_checks(all_checks(root))
     for line in problems:
         print(f"mxrc-systemd: health gate: {line}")
     print("mxrc-systemd: health gate: " + ("FAILED: this boot is not marked good" if problems
