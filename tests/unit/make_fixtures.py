@@ -38,6 +38,8 @@ HARDWARE = {
     "14-all-cpus-isolated": Hardware(cpus=4, preempt_rt=True, cmdline="isolcpus=0-3"),
     "15-quoted-cmdline-stride": Hardware(cpus=16, preempt_rt=True,
                                          cmdline='root=UUID=1 quiet "acpi_osi=Linux x" isolcpus=8-15:2/4'),
+    # The spec's minimum: 4 GiB installed, MemTotal 3.8 GiB after firmware and kernel reservations.
+    "16-four-gib-robot": Hardware(cpus=4, memory_gib=3.8, preempt_rt=True, cmdline="isolcpus=2-3"),
 }
 
 

@@ -18,7 +18,7 @@ class Hardware:
     preempt_rt: bool = False
     rt_group_sched: bool = False
     cgroup_v2: bool = True
-    memory_gib: int = 8
+    memory_gib: float = 8             # MemTotal; a real 4 GiB robot reports ~3.8
     systemd: int = 257
     sockets: int = 1
 
@@ -55,7 +55,7 @@ def build(root: Path, hw: Hardware) -> Path:
     write(root, f"/boot/config-{release}",
           "CONFIG_RT_GROUP_SCHED=y\n" if hw.rt_group_sched else "# CONFIG_RT_GROUP_SCHED is not set\n")
     write(root, "/proc/cmdline", hw.cmdline + "\n")
-    write(root, "/proc/meminfo", f"MemTotal:       {hw.memory_gib * 1024 * 1024} kB\nMemFree: 1 kB\n")
+    write(root, "/proc/meminfo", f"MemTotal:       {int(hw.memory_gib * 1024 * 1024)} kB\nMemFree: 1 kB\n")
     write(root, "/proc/cpuinfo", "processor\t: 0\nmodel name\t: Fake CPU @ 2.0GHz\n")
     write(root, "/proc/self/limits", "Limit  Soft Limit Hard Limit Units\n"
                                      "Max realtime priority     0                    0\n")
