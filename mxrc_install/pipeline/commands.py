@@ -158,14 +158,22 @@ def capture(root: SysRoot, dest) -> int:
     return EXIT_OK
 
 
+def shown(value) -> str:
+    """A setting as the settings file spells it, so a line can be given back as KEY=VALUE."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, frozenset):
+        return format_cpulist(value)
+    return str(value)
+
+
 def config_show_or_set(root: SysRoot, assignments: list[str]) -> int:
     if not assignments:
         cfg = load_config(root)
         for key, (field, _) in config.KEYS.items():
-            value = getattr(cfg, field)
-            if isinstance(value, frozenset):
-                value = format_cpulist(value)
-            print(f"{key} = {'auto' if value is None else value}")
+            print(f"{key} = {shown(getattr(cfg, field))}")
         return EXIT_OK
     values = dict(config.parse_assignment(a) for a in assignments)
     text = root.read_text(config.CONFIG_PATH)
