@@ -40,6 +40,8 @@ HARDWARE = {
                                          cmdline='root=UUID=1 quiet "acpi_osi=Linux x" isolcpus=8-15:2/4'),
     # The spec's minimum: 4 GiB installed, MemTotal 3.8 GiB after firmware and kernel reservations.
     "16-four-gib-robot": Hardware(cpus=4, memory_gib=3.8, preempt_rt=True, cmdline="isolcpus=2-3"),
+    # A typo in the kernel command line: reported, and the spec's CPUs used.
+    "17-unparsable-cmdline": Hardware(cpus=4, preempt_rt=True, cmdline="ro quiet isolcpus=2-x"),
 }
 
 

@@ -27,21 +27,6 @@ INSTALLER = REPO / "docs/installer.md"
 
 # --- finding ids -------------------------------------------------------------------------------
 
-# A finding is created as Finding("id", SEVERITY, ...), listed as ("id", SEVERITY) next to its
-# detector, or printed as "WARNING [id]" by a command.
-FINDING_PATTERNS = (re.compile(r'"([a-z][a-z0-9]*(?:-[a-z0-9]+)+)",\s*(?:ERROR|WARNING|INFO)\b'),
-                    re.compile(r'\b(?:ERROR|WARNING|INFO) \[([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\]'))
-
-
-def code_finding_ids() -> set[str]:
-    ids = set()
-    for path in (REPO / "mxrc_install").rglob("*.py"):
-        text = path.read_text()
-        for pattern in FINDING_PATTERNS:
-            ids.update(pattern.findall(text))
-    return ids
-
-
 def section(text: str, heading: str) -> str:
     """The markdown section whose heading line starts with HEADING, up to the next heading of its level."""
     match = re.search(rf"^(#+) {re.escape(heading)}.*?$(.*?)(?=^\1 |\Z)", text, re.M | re.S)
@@ -54,14 +39,14 @@ def documented_finding_ids() -> set[str]:
     return set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, re.M))
 
 
-def test_the_finding_scan_sees_every_kind_of_finding():
-    # If the code changes how it spells a finding, this scan must be changed with it.
+def test_the_finding_scan_sees_every_kind_of_finding(finding_ids):
+    # If the code changes how it spells a finding, the scan in conftest must be changed with it.
     assert {"isolcpus-missing", "ordering-cycle", "requirement-cycle", "dropin-admin-owned",
-            "hardware-changed", "low-memory"} <= code_finding_ids()
+            "hardware-changed", "low-memory"} <= finding_ids()
 
 
-def test_every_finding_id_is_documented_and_no_other():
-    code, docs = code_finding_ids(), documented_finding_ids()
+def test_every_finding_id_is_documented_and_no_other(finding_ids):
+    code, docs = finding_ids(), documented_finding_ids()
     assert sorted(code - docs) == [], "findings missing from docs/installer.md section 6"
     assert sorted(docs - code) == [], "docs/installer.md documents findings the code never emits"
 
