@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from mxrc_install.pipeline import apply, config, plan, probe, report
+from mxrc_install.pipeline import apply, config, plan, probe, report, unitgraph
 
 from mxrc_install import names
 from mxrc_install.cpulist import format_cpulist
@@ -141,7 +141,9 @@ def uninstall(root: SysRoot, purge: bool) -> int:
 def capture(root: SysRoot, dest) -> int:
     """Copy exactly what the probes read into DEST: a new robot becomes a test fixture."""
     count = 0
-    for pattern in probe.PROBED_PATHS:
+    # The MXRC unit files and drop-ins too: the plan's dependency findings read them.
+    unit_files = [f for unit in unitgraph.MXRC_UNITS for f in unitgraph.unit_files(root, unit)]
+    for pattern in (*probe.PROBED_PATHS, *unit_files):
         for rel in root.glob(pattern):
             text = root.read_text(rel)
             if text is None:
