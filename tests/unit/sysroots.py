@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from mxrc_install.cpulist import format_cpulist
@@ -64,3 +65,23 @@ def build(root: Path, hw: Hardware) -> Path:
     write(root, "/etc/os-release", 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\n')
     write(root, f"/usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-{hw.systemd}.so", "")
     return root
+
+
+def golden_plan(machine: Path) -> tuple[dict, dict]:
+    """(summary, drop-ins) the plan makes for a fixture machine: what expected.json and dropins/ hold."""
+    from mxrc_install.pipeline import plan, probe
+    from mxrc_install.sysroot import SysRoot
+    result = plan.make_plan(probe.read_facts(SysRoot(machine / "root")))
+    p = result.placement
+    summary = {"rt_cpus": sorted(p.rt_cpus), "nonrt_cpus": sorted(p.nonrt_cpus),
+               "numa_nodes": sorted(p.numa_nodes), "cpu_quota_percent": p.cpu_quota_percent,
+               "memory_max": p.memory_max, "findings": sorted(f.id for f in result.findings)}
+    return summary, result.dropins
+
+
+def write_golden(machine: Path) -> None:
+    summary, dropins = golden_plan(machine)
+    (machine / "expected.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (machine / "dropins").mkdir(exist_ok=True)
+    for unit, text in dropins.items():
+        (machine / "dropins" / f"{unit}.conf").write_text(text)
