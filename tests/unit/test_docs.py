@@ -28,10 +28,12 @@ INSTALLER = REPO / "docs/installer.md"
 # --- finding ids -------------------------------------------------------------------------------
 
 def section(text: str, heading: str) -> str:
-    """The markdown section whose heading line starts with HEADING, up to the next heading of its level."""
-    match = re.search(rf"^(#+) {re.escape(heading)}.*?$(.*?)(?=^\1 |\Z)", text, re.M | re.S)
+    """The markdown section whose heading starts with HEADING, up to the next heading of its level or above."""
+    match = re.search(rf"^(#+) {re.escape(heading)}.*$", text, re.M)
     assert match, f"no section {heading!r}"
-    return match.group(2)
+    level = len(match.group(1))
+    end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
+    return text[match.end():end.start() if end else len(text)]
 
 
 def documented_finding_ids() -> set[str]:
@@ -175,6 +177,21 @@ def test_the_man_page_relaxes_the_sandbox_as_the_user_guide_does():
     desc = man_text(man_sections(MAN.read_text())["DESCRIPTION"])
     advised = set(re.findall(r"\b([A-Z][A-Za-z]+=)", desc.partition("drop-in")[2]))
     assert advised and sorted(d for d in advised if d not in table) == []
+
+
+def test_the_failover_hook_contract_is_the_failover_unit():
+    unit = unit_lines("mxrc-failover@.service")
+    contract = section(USER_GUIDE.read_text(), "Hook 이 할 수 있는 것과 없는 것")
+    state = next(line.partition("=")[2] for line in unit if line.startswith("StateDirectory="))
+    claims = {"User=mxrc": "User=mxrc" in unit,
+              "ProtectSystem=strict": "ProtectSystem=strict" in unit,
+              "NoNewPrivileges=yes": "NoNewPrivileges=yes" in unit,
+              "PrivateDevices=yes": "PrivateDevices=yes" in unit,
+              "ProtectProc=invisible": "ProtectProc=invisible" in unit,
+              f"/var/lib/{state}": True}
+    claims |= {t: t in unit for t in re.findall(r"`(TimeoutStartSec=\S+?)`", contract)}
+    assert {c: c in contract and holds for c, holds in claims.items()} == {c: True for c in claims}
+    assert any(c.startswith("TimeoutStartSec=") for c in claims)
 
 
 # --- --root ----------------------------------------------------------------------------------------
