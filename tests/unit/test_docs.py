@@ -28,7 +28,7 @@ INSTALLER = REPO / "docs/installer.md"
 # --- finding ids -------------------------------------------------------------------------------
 
 def section(text: str, heading: str) -> str:
-    """The markdown section whose heading starts with HEADING, up to the next heading of its level or above."""
+    """The markdown section under the heading starting with HEADING, to the next heading as high."""
     match = re.search(rf"^(#+) {re.escape(heading)}.*$", text, re.M)
     assert match, f"no section {heading!r}"
     level = len(match.group(1))
