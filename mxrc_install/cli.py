@@ -84,6 +84,8 @@ COMMANDS = {
                call("pipeline.commands", "config_show_or_set", "assignments")),
     "configure": ("run the configure steps (called by the postinst)", cmd_configure),
     "steps": ("list the configure steps and whether each is enabled", cmd_steps),
+    "isolate": ("keep interrupts, workqueues, kernel threads and deep idle states off the RT CPUs, "
+                "or put them back (run by mxrc-isolation.service)", call("pipeline.commands", "isolate_command", "action")),
     "failover": ("record a unit's failure (run by mxrc-failover@.service)", cmd_failover),
     "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
                call("ops.operations", "doctor_command", "json")),
@@ -152,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="e.g. rt.cpus=2-3 rt.watchdog_sec=30 monitor.port=9558")
     subs["configure"].add_argument("action", nargs="?", help="the postinst's action, e.g. configure")
     subs["configure"].add_argument("old_version", nargs="?", help="the version being upgraded from")
+    subs["isolate"].add_argument("action", choices=("start", "stop"),
+                                 help="start: isolate as the plan says; stop: restore the saved values")
     subs["failover"].add_argument("unit", help="the failed unit, e.g. mxrc-rt.service")
     for name, (_, func) in COMMANDS.items():
         subs[name].set_defaults(func=func)

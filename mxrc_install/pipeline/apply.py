@@ -81,7 +81,7 @@ def _ownership(root: SysRoot, path: str, owned: dict[str, str]) -> str:
 def actions_for(root: SysRoot, plan: Plan) -> list:
     owned = read_manifest(root)
     actions = []
-    wanted = {dropin_path(unit): text for unit, text in plan.dropins.items()}
+    wanted = {dropin_path(unit): text for unit, text in plan.dropins.items()} | plan.files
     for path, text in sorted(wanted.items()):
         state = _ownership(root, path, owned)
         if state == "admin":

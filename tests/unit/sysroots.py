@@ -68,7 +68,7 @@ def build(root: Path, hw: Hardware) -> Path:
 
 
 def golden_plan(machine: Path) -> tuple[dict, dict]:
-    """(summary, drop-ins) the plan makes for a fixture machine: what expected.json and dropins/ hold."""
+    """(summary, files) the plan makes for a fixture machine: what expected.json and dropins/ hold."""
     from mxrc_install.pipeline import plan, probe
     from mxrc_install.sysroot import SysRoot
     result = plan.make_plan(probe.read_facts(SysRoot(machine / "root")))
@@ -76,7 +76,8 @@ def golden_plan(machine: Path) -> tuple[dict, dict]:
     summary = {"rt_cpus": sorted(p.rt_cpus), "nonrt_cpus": sorted(p.nonrt_cpus),
                "numa_nodes": sorted(p.numa_nodes), "cpu_quota_percent": p.cpu_quota_percent,
                "memory_max": p.memory_max, "findings": sorted(f.id for f in result.findings)}
-    return summary, result.dropins
+    files = {path.lstrip("/").replace("/", "_"): text for path, text in result.files.items()}
+    return summary, result.dropins | files
 
 
 def write_golden(machine: Path) -> None:

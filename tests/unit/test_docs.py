@@ -208,8 +208,12 @@ def leaf_commands() -> list[list[str]]:
 
 def refuses_root(tmp_path, argv, capsys) -> bool:
     root = build(tmp_path / "root", Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True))
-    extra = {"capture": [str(tmp_path / "captured")]}.get(argv[0], [])
-    rc = cli.main(["--root", str(root), *argv, *extra])
+    # The commands' required arguments; a new one fails here until it is given an example.
+    extra = {"capture": [str(tmp_path / "captured")], "isolate": ["stop"]}.get(argv[0], [])
+    try:
+        rc = cli.main(["--root", str(root), *argv, *extra])
+    except SystemExit:
+        pytest.fail(f"{' '.join(argv)}: add an example of its required arguments in refuses_root()")
     err = capsys.readouterr().err
     return rc == 1 and "not with --root" in err
 

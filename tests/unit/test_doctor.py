@@ -57,8 +57,8 @@ def spec_robot_as_systemd_shows_it() -> doctor.LiveState:
                   "StartLimitBurst": "5", "StartLimitIntervalUSec": "1min", "MemoryMax": "2147483648"}
     return doctor.LiveState(
         properties={
-            names.RT: {**controller, "CPUAffinity": "2-3", "CPUSchedulingPriority": "80", "NUMAPolicy": "bind",
-                       "NUMAMask": "0", "IOWeight": "500", "CPUQuotaPerSecUSec": "2s"},
+            names.RT: {**controller, "CPUAffinity": "2-3", "AllowedCPUs": "2-3", "CPUSchedulingPriority": "80",
+                       "NUMAPolicy": "bind", "NUMAMask": "0", "IOWeight": "500", "CPUQuotaPerSecUSec": "2s"},
             names.NONRT: {**controller, "CPUAffinity": "0-1", "IOWeight": "100"},
             names.MONITOR: {**running, "User": "mxrc-monitor", "CPUAffinity": "0-1"},
         },
@@ -196,4 +196,5 @@ def test_every_expected_property_is_asked_of_systemctl(tmp_path):
     named = {k for props in doctor.expected_properties(placement).values() for k in props}
     assert named <= doctor.PROPERTY_NAMES
     assert doctor.planned_properties(placement)[names.RT] == {
-        "CPUAffinity": "2-3", "CPUSchedulingPriority": "80", "NUMAMask": "0", "WatchdogUSec": "30s"}
+        "CPUAffinity": "2-3", "AllowedCPUs": "2-3", "CPUSchedulingPriority": "80", "NUMAMask": "0",
+        "WatchdogUSec": "30s"}
