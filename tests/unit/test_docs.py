@@ -341,7 +341,7 @@ def unsourced_figures(doc: Path) -> list[str]:
             where = f"{doc.relative_to(REPO)}:{first + n - 1}: {number} {unit}"
             if (float(number), unit) in SPEC_AND_SETTINGS:
                 continue
-            if not sources:
+            if not sources:  # a setting or spec target belongs in SPEC_AND_SETTINGS instead
                 problems.append(f"{where}: no <!-- source: ... --> in its section")
             elif recorded and not in_recorded(number, recorded):
                 problems.append(f"{where}: not in {', '.join(s.name for s in sources)}")
@@ -364,6 +364,8 @@ def _figure_doc(doc: Path):
 @pytest.mark.parametrize("doc", [_figure_doc(d) for d in FIGURE_DOCS],
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_every_figure_has_a_source(doc):
+    """A measured figure: mark its section <!-- source: bench/results/X.json --> (or the test that records
+    it). A setting or spec target: add it to SPEC_AND_SETTINGS with the reason."""
     assert unsourced_figures(doc) == []
 
 
