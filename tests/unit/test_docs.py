@@ -188,6 +188,7 @@ def test_the_failover_hook_contract_is_the_failover_unit():
               "NoNewPrivileges=yes": "NoNewPrivileges=yes" in unit,
               "PrivateDevices=yes": "PrivateDevices=yes" in unit,
               "ProtectProc=invisible": "ProtectProc=invisible" in unit,
+              "MemoryDenyWriteExecute=yes": "MemoryDenyWriteExecute=yes" in unit,
               f"/var/lib/{state}": True}
     claims |= {t: t in unit for t in re.findall(r"`(TimeoutStartSec=\S+?)`", contract)}
     assert {c: c in contract and holds for c, holds in claims.items()} == {c: True for c in claims}
