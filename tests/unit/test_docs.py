@@ -390,3 +390,19 @@ def test_journald_check_cites_the_spec_part_it_checks(journald):
     live = doctor.LiveState(properties={}, scheduling={}, exposure={}, journald=journald,
                             exporter_metrics=None)
     assert all("FR-016" not in c.spec for c in doctor.check_journald(live))
+
+
+# --- sample outputs ---------------------------------------------------------------------------------
+
+def test_doctor_summaries_in_the_docs_are_printed_as_doctor_prints_them():
+    from mxrc_install.ops import doctor
+
+    def summary(warnings: int, failed: int) -> str:
+        checks = [doctor.Check(f"w:{n}", doctor.WARN, "e", "f") for n in range(warnings)]
+        checks += [doctor.Check(f"f:{n}", doctor.FAIL, "e", "f") for n in range(failed)]
+        return doctor.render_text(checks).splitlines()[-1].partition("passed, ")[2]
+
+    pattern = re.compile(r"\b\w+ passed, ((\d+) \w+, (\d+) failed)")
+    shown = [m for doc in [*REPO.glob("docs/*.md"), REPO / "README.md"] for m in pattern.finditer(doc.read_text())]
+    assert shown, "no doctor summary in the docs: drop this test or point it at the new place"
+    assert [m.group(1) for m in shown] == [summary(int(m.group(2)), int(m.group(3))) for m in shown]
