@@ -403,6 +403,7 @@ def test_doctor_summaries_in_the_docs_are_printed_as_doctor_prints_them():
         return doctor.render_text(checks).splitlines()[-1].partition("passed, ")[2]
 
     pattern = re.compile(r"\b\w+ passed, ((\d+) \w+, (\d+) failed)")
-    shown = [m for doc in [*REPO.glob("docs/*.md"), REPO / "README.md"] for m in pattern.finditer(doc.read_text())]
+    docs = [*REPO.glob("docs/*.md"), REPO / "README.md"]
+    shown = [m for doc in docs for m in pattern.finditer(doc.read_text())]
     assert shown, "no doctor summary in the docs: drop this test or point it at the new place"
     assert [m.group(1) for m in shown] == [summary(int(m.group(2)), int(m.group(3))) for m in shown]
