@@ -40,7 +40,7 @@ def cmd_plan(args) -> int:
     commands, report = _module("pipeline.commands"), _module("pipeline.report")
     root = args.sysroot
     _, result = commands.current_plan(root)
-    current = {u: root.read_text(report.dropin_path(u)) for u in result.dropins}
+    current = {path: root.read_text(path) for path in result.owned_files()}
     print(report.plan_json(result, current) if args.json else report.plan_text(result, current), end="")
     return commands.exit_code_for(result)
 
@@ -93,6 +93,8 @@ COMMANDS = {
                call("ops.operations", "jitter_command", "cycles", "load", "json")),
     "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
                   cmd_boot_time),
+    "health-gate": ("succeed only when the controller is healthy (before boot-complete.target, for A/B updates)",
+                    call("ops.operations", "health_gate_command", "timeout")),
     "deps": ("analyse the MXRC units' dependencies: parallel start, critical chain, loops (FR-022)",
              call("ops.operations", "deps_command", "json")),
 }
@@ -147,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt_compare.add_argument("--before", metavar="BOOT_ID", help="boot id (prefix) to compare from")
     bt_compare.add_argument("--after", metavar="BOOT_ID", help="boot id (prefix) to compare to")
     subs["boot-time"].set_defaults(action="show", json=False)
+    subs["health-gate"].add_argument("--timeout", type=int, default=120, metavar="SECONDS",
+                                     help="how long to wait for the MXRC units to come up (default: 120)")
     subs["uninstall"].add_argument("--purge", action="store_true",
                                    help="also remove the settings and the recorded state")
     subs["capture"].add_argument("dest", type=Path, help="directory to create the fixture in")

@@ -12,18 +12,16 @@ import dataclasses
 import json
 import re
 
-from mxrc_install import names
+from mxrc_install import findings, names
+from mxrc_install.findings import Status
 
 from mxrc_install.pipeline import plan
 from mxrc_install.pipeline.expected import PROPERTY_NAMES, expected_properties, planned_properties  # noqa: F401
 from mxrc_install.cpulist import format_cpulist
 
-PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+PASS, WARN, FAIL = Status.PASS, Status.WARN, Status.FAIL
 MAX_EXPOSURE = {names.MONITOR: 1.5}  # others: the spec's 2.0 (score >= 8.0 of 10)
 DEFAULT_MAX_EXPOSURE = 2.0
-# The spec promises RT on isolated cores: without them the jitter bar is luck.
-FINDING_STATUS = {"isolcpus-missing": FAIL, "isolcpus-mismatch": FAIL}
-SEVERITY_STATUS = {plan.ERROR: FAIL, plan.WARNING: WARN, plan.INFO: PASS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +53,7 @@ class LiveState:
 
 
 def check_hardware(result: plan.Plan) -> list[Check]:
-    out = [Check(f"machine:{f.id}", FINDING_STATUS.get(f.id, SEVERITY_STATUS[f.severity]), f.reason, f.fix)
+    out = [Check(f"machine:{f.id}", findings.kind(f.id).status, f.reason, f.fix)
            for f in result.findings if not f.id.endswith("-cycle")]
     ids = {f.id for f in result.findings}
     rt = format_cpulist(result.placement.rt_cpus)
@@ -180,7 +178,7 @@ def check_dependencies(result: plan.Plan) -> list[Check]:
     cycles = [f for f in result.findings if f.id.endswith("-cycle")]
     if not cycles:
         return [Check("dependencies:cycles", PASS, "no dependency loop between the MXRC units", spec="FR-022")]
-    return [Check(f"dependencies:{f.id}", SEVERITY_STATUS[f.severity], f.reason, f.fix, "FR-022") for f in cycles]
+    return [Check(f"dependencies:{f.id}", findings.kind(f.id).status, f.reason, f.fix, "FR-022") for f in cycles]
 
 
 def check_restarts(live: LiveState) -> list[Check]:

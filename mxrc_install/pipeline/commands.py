@@ -129,8 +129,7 @@ def boot_check(root: SysRoot) -> int:
 def verify(root: SysRoot) -> int:
     _, result = current_plan(root)
     problems = 0
-    for unit, text in result.dropins.items():
-        path = report.dropin_path(unit)
+    for path, text in result.owned_files().items():
         ok = root.read_text(path) == text
         problems += not ok
         print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))

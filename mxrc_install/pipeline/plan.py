@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from mxrc_install import findings
+from mxrc_install.findings import Severity
 from mxrc_install.pipeline import render
 from mxrc_install.pipeline.config import Config
 from mxrc_install.cpulist import format_cpulist
@@ -28,15 +30,18 @@ SPEC_MEMORY_MAX = 2 * 1024**3
 # unnoticed too long for a robot (the spec's edge case: 5 s and 5 min).
 SANE_WATCHDOG = range(10, 121)
 
-ERROR, WARNING, INFO = "error", "warning", "info"
+ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
     id: str
-    severity: str
     reason: str
     fix: str
+
+    @property
+    def severity(self) -> Severity:
+        return findings.kind(self.id).severity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +67,10 @@ class Plan:
     findings: tuple[Finding, ...]
     files: dict = dataclasses.field(default_factory=dict)  # path -> text of the other owned files
 
+    def owned_files(self) -> dict:
+        """path -> text of every file apply owns for this plan: the drop-ins and the others."""
+        return {render.dropin_path(unit): text for unit, text in self.dropins.items()} | self.files
+
     @property
     def worst(self) -> str | None:
         for level in (ERROR, WARNING, INFO):
@@ -84,8 +93,7 @@ def choose_rt_cpus(facts: Facts, config: Config) -> tuple[frozenset[int], list[F
         problem = (f"CPUs {format_cpulist(wanted - online)} are not online" if not wanted <= online
                    else "no CPU would be left for the non-RT services")
         fallback, findings = choose_rt_cpus(facts, dataclasses.replace(config, rt_cpus=None))
-        return fallback, [Finding("rt-cpus-invalid", ERROR,
-                                  f"configured rt.cpus = {format_cpulist(wanted)}: {problem} "
+        return fallback, [Finding("rt-cpus-invalid", f"configured rt.cpus = {format_cpulist(wanted)}: {problem} "
                                   f"(online: {format_cpulist(online)}); using {format_cpulist(fallback)}",
                                   "set rt.cpus in /etc/mxrc/mxrc-systemd.conf to online CPUs, or to auto "
                                   "(dpkg-reconfigure mxrc-systemd)")] + findings
@@ -96,12 +104,10 @@ def choose_rt_cpus(facts: Facts, config: Config) -> tuple[frozenset[int], list[F
         return SPEC_RT_CPUS, []
     if len(online) >= 2:
         last = frozenset({max(online)})
-        return last, [Finding("rt-cpus-fallback", WARNING,
-                              f"the machine has no CPUs 2-3 besides others to run non-RT work "
+        return last, [Finding("rt-cpus-fallback", f"the machine has no CPUs 2-3 besides others to run non-RT work "
                               f"(online: {format_cpulist(online)}); RT runs on CPU {max(online)}",
                               "use a machine with 4 or more CPUs, or set rt.cpus in /etc/mxrc/mxrc-systemd.conf")]
-    return online, [Finding("rt-cpus-shared", WARNING,
-                            "a single CPU: RT and non-RT work share it, so RT latency cannot be bounded",
+    return online, [Finding("rt-cpus-shared", "a single CPU: RT and non-RT work share it, so RT latency cannot be bounded",
                             "use a machine with 4 or more CPUs")]
 
 
@@ -109,8 +115,7 @@ def sibling_findings(facts: Facts, rt: frozenset[int], nonrt: frozenset[int]) ->
     shared = sorted(c for c in nonrt - rt if facts.cpus.siblings.get(c, frozenset({c})) & rt)
     if not shared:
         return []
-    return [Finding("smt-sibling", WARNING,
-                    f"non-RT CPUs {format_cpulist(shared)} are SMT siblings of RT CPUs "
+    return [Finding("smt-sibling", f"non-RT CPUs {format_cpulist(shared)} are SMT siblings of RT CPUs "
                     f"{format_cpulist(rt)}: they share a core's execution units with the RT loop",
                     "disable SMT (add nosmt to the kernel command line) or isolate whole cores")]
 
@@ -122,24 +127,20 @@ def kernel_findings(facts: Facts, rt: frozenset[int]) -> list[Finding]:
     if len(facts.cpus.online) == 1:
         pass  # nothing to isolate from: rt-cpus-shared says so
     elif not cmdline_isolated:
-        out.append(Finding("isolcpus-missing", WARNING,
-                           f"the kernel command line has no isolcpus=: other tasks may run on the "
+        out.append(Finding("isolcpus-missing", f"the kernel command line has no isolcpus=: other tasks may run on the "
                            f"RT CPUs {rt_list}",
                            grub_fix(f"isolcpus=managed_irq,domain,{rt_list} nohz_full={rt_list} "
                                     f"rcu_nocbs={rt_list}")))
     elif cmdline_isolated != rt:
-        out.append(Finding("isolcpus-mismatch", WARNING,
-                           f"isolcpus={format_cpulist(cmdline_isolated)} does not match the RT CPUs {rt_list}",
+        out.append(Finding("isolcpus-mismatch", f"isolcpus={format_cpulist(cmdline_isolated)} does not match the RT CPUs {rt_list}",
                            grub_fix(f"isolcpus=managed_irq,domain,{rt_list}")))
     for error in facts.cmdline.errors:
-        out.append(Finding("cmdline-unparsable", WARNING, error, "correct the kernel command line"))
+        out.append(Finding("cmdline-unparsable", error, "correct the kernel command line"))
     if facts.preempt_rt is False:
-        out.append(Finding("kernel-not-rt", WARNING,
-                           f"kernel {facts.kernel_release or ''} is not PREEMPT_RT: jitter < 50 us is "
+        out.append(Finding("kernel-not-rt", f"kernel {facts.kernel_release or ''} is not PREEMPT_RT: jitter < 50 us is "
                            "not achievable", "apt install linux-image-rt-amd64 and reboot into it"))
     if facts.rt_group_sched:
-        out.append(Finding("rt-group-sched", ERROR,
-                           "the kernel has CONFIG_RT_GROUP_SCHED=y: SCHED_FIFO fails inside services "
+        out.append(Finding("rt-group-sched", "the kernel has CONFIG_RT_GROUP_SCHED=y: SCHED_FIFO fails inside services "
                            "whose cgroup has no RT budget", "boot a kernel without RT group scheduling "
                            "(Debian's linux-image-rt-amd64 has none)"))
     return out
@@ -148,23 +149,19 @@ def kernel_findings(facts: Facts, rt: frozenset[int]) -> list[Finding]:
 def machine_findings(facts: Facts) -> list[Finding]:
     out = []
     if len(facts.cpus.online) < MIN_CPUS:
-        out.append(Finding("few-cpus", WARNING,
-                           f"{len(facts.cpus.online)} online CPUs; the spec assumes at least {MIN_CPUS}",
+        out.append(Finding("few-cpus", f"{len(facts.cpus.online)} online CPUs; the spec assumes at least {MIN_CPUS}",
                            "run on a machine with 4 or more CPUs"))
     if facts.cpus.offline:
-        out.append(Finding("cpus-offline", INFO, f"CPUs {format_cpulist(facts.cpus.offline)} are offline",
+        out.append(Finding("cpus-offline", f"CPUs {format_cpulist(facts.cpus.offline)} are offline",
                            "bring them online (echo 1 > /sys/devices/system/cpu/cpuN/online) if meant to be used"))
     if facts.memory_bytes is not None and facts.memory_bytes < MIN_MEMORY:
-        out.append(Finding("low-memory", WARNING,
-                           f"{facts.memory_bytes / 1024**3:.1f} GiB RAM; the spec assumes at least 4 GiB",
+        out.append(Finding("low-memory", f"{facts.memory_bytes / 1024**3:.1f} GiB RAM; the spec assumes at least 4 GiB",
                            "add memory; MemoryMax was lowered to fit"))
     if facts.systemd_version is not None and facts.systemd_version < MIN_SYSTEMD:
-        out.append(Finding("systemd-old", ERROR,
-                           f"systemd {facts.systemd_version} is older than {MIN_SYSTEMD}",
+        out.append(Finding("systemd-old", f"systemd {facts.systemd_version} is older than {MIN_SYSTEMD}",
                            "upgrade to Debian 12 / Ubuntu 22.04 or newer"))
     if not facts.cgroup_v2:
-        out.append(Finding("cgroup-v1", ERROR,
-                           "cgroup v2 (unified hierarchy) is not mounted: CPUQuota, MemoryMax and "
+        out.append(Finding("cgroup-v1", "cgroup v2 (unified hierarchy) is not mounted: CPUQuota, MemoryMax and "
                            "IOWeight are not enforced as specified",
                            grub_fix("systemd.unified_cgroup_hierarchy=1")))
     return out
@@ -172,16 +169,16 @@ def machine_findings(facts: Facts) -> list[Finding]:
 
 def dependency_findings(facts: Facts) -> list[Finding]:
     out = []
-    for finder, fid, severity, effect in (
-            (ordering_cycle, "ordering-cycle", ERROR,
+    for finder, fid, effect in (
+            (ordering_cycle, "ordering-cycle",
              "systemd breaks the loop by dropping a start job at boot, so a service may not start"),
-            (requirement_cycle, "requirement-cycle", WARNING,
+            (requirement_cycle, "requirement-cycle",
              "starting or stopping one unit drags the others in a loop (the spec's Requires + Wants case)")):
         cycle = finder(facts.unit_edges)
         if cycle:
             # Blame an admin's line first: the shipped units have no loop.
             culprit = next((e for e in cycle if e.where.startswith("/etc/")), cycle[-1])
-            out.append(Finding(fid, severity, f"dependency loop between MXRC units: {describe(cycle)}; {effect}",
+            out.append(Finding(fid, f"dependency loop between MXRC units: {describe(cycle)}; {effect}",
                                f"remove {culprit.key}={culprit.target} at {culprit.where}, then "
                                "systemctl daemon-reload; check with systemctl list-dependencies --all mxrc.target"))
     return out
@@ -192,20 +189,17 @@ def place(facts: Facts, config: Config) -> tuple[Placement, list[Finding]]:
     nonrt = (facts.cpus.online - rt) or rt
     nodes = frozenset(n for n in (facts.cpu_node(c) for c in rt) if n is not None) or frozenset({0})
     if len(nodes) > 1:
-        findings.append(Finding("rt-spans-numa", WARNING,
-                                f"RT CPUs {format_cpulist(rt)} span NUMA nodes {format_cpulist(nodes)}: "
+        findings.append(Finding("rt-spans-numa", f"RT CPUs {format_cpulist(rt)} span NUMA nodes {format_cpulist(nodes)}: "
                                 "memory is bound to all of them", "isolate RT CPUs within one node"))
     memory_max = config.memory_max or SPEC_MEMORY_MAX
     if facts.memory_bytes and config.memory_max is None and facts.memory_bytes < MIN_MEMORY:
         memory_max = min(SPEC_MEMORY_MAX, facts.memory_bytes // 2)
     elif facts.memory_bytes and memory_max > facts.memory_bytes:
-        findings.append(Finding("memory-max-above-ram", WARNING,
-                                f"rt.memory_max {memory_max} is more than the machine's RAM "
+        findings.append(Finding("memory-max-above-ram", f"rt.memory_max {memory_max} is more than the machine's RAM "
                                 f"({facts.memory_bytes}): the limit cannot protect the system",
                                 "set rt.memory_max below the RAM size, or to auto"))
     if config.watchdog_sec not in SANE_WATCHDOG:
-        findings.append(Finding("watchdog-range", WARNING,
-                                f"rt.watchdog_sec = {config.watchdog_sec}: outside {SANE_WATCHDOG.start}-"
+        findings.append(Finding("watchdog-range", f"rt.watchdog_sec = {config.watchdog_sec}: outside {SANE_WATCHDOG.start}-"
                                 f"{SANE_WATCHDOG.stop - 1} s; too short restarts healthy but busy "
                                 "processes, too long leaves a hang unnoticed",
                                 "set rt.watchdog_sec = 30 (the spec's value) unless measured otherwise"))

@@ -24,6 +24,13 @@ CPUSET_PARTITION = f"/sys/fs/cgroup/{names.RT_SLICE}/cpuset.cpus.partition"
 # assignment first replaces it.
 HEADER = ("# Written by mxrc-systemd apply from this machine's hardware; do not edit.\n"
           "# Override with a later drop-in (systemctl edit {unit}) or in /etc/mxrc/mxrc-systemd.conf.\n")
+DROPIN_NAME = "50-mxrc-hardware.conf"
+
+
+def dropin_path(unit: str) -> str:
+    return f"/etc/systemd/system/{unit}.d/{DROPIN_NAME}"
+
+
 FILE_HEADER = ("# Written by mxrc-systemd apply from this machine's hardware; do not edit.\n"
                "# Change /etc/mxrc/mxrc-systemd.conf instead (see mxrc-systemd(8)).\n")
 

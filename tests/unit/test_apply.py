@@ -27,7 +27,7 @@ def test_apply_writes_owned_dropins_then_changes_nothing(machine, capsys):
     text = (machine / RT_DROPIN).read_text()
     assert "CPUAffinity=6 7" in text and "NUMAMask=1" in text
     manifest = apply.parse_manifest((machine / "var/lib/mxrc-systemd/owned-files").read_text())
-    units = ("mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc-rt.slice", "system.slice",
+    units = ("mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc.slice", "system.slice",
              "user.slice", "machine.slice", "irqbalance.service")
     assert set(manifest) == {f"/etc/systemd/system/{u}.d/50-mxrc-hardware.conf" for u in units} | {
         "/etc/systemd/system.conf.d/50-mxrc-isolation.conf"}

@@ -45,6 +45,7 @@ def test_golden_plan(machine):
     assert summary == json.loads((machine / "expected.json").read_text())
     for unit, text in dropins.items():
         assert text == (machine / "dropins" / f"{unit}.conf").read_text(), unit
+    assert sorted(p.name for p in (machine / "dropins").iterdir()) == sorted(f"{u}.conf" for u in dropins)
 
 
 @pytest.mark.parametrize("machine", FIXTURES, ids=[p.name for p in FIXTURES])

@@ -2,6 +2,7 @@
 (run by the postinst and at every boot) never imports the operator tools."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mxrc_install"
@@ -53,3 +54,16 @@ def test_the_boundary_check_sees_an_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from mxrc_install.ops import doctor\nimport mxrc_install.ops.live\n")
     assert {"mxrc_install.ops", "mxrc_install.ops.doctor", "mxrc_install.ops.live"} <= imported_modules(bad)
+
+
+def test_every_finding_the_code_raises_is_registered():
+    """One home for each finding: its severity and doctor status come from mxrc_install.findings."""
+    from mxrc_install import findings
+    raised = set()
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        raised |= set(re.findall(r'Finding\("([a-z0-9-]+)"', text))
+        raised |= set(re.findall(r"\[([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\]", text))   # printed: "WARNING [id]"
+        raised |= set(re.findall(r'\(\w+, "([a-z]+-cycle)"', text))
+    assert raised - set(findings.REGISTRY) == set()
+    assert {"isolcpus-missing", "ordering-cycle", "dropin-admin-owned"} <= raised   # the scan sees all three forms

@@ -66,7 +66,7 @@ def test_golden_dropin_for_the_spec_machine(tmp_path):
         "CPUSchedulingPriority=80\nLimitRTPRIO=80\nCPUQuota=200%\nMemoryMax=2147483648\nWatchdogSec=30s\n"
         "# Where the kernel supports it, the RT CPUs become an isolated cpuset partition\n"
         "# (no load balancing onto them); '-': an older kernel keeps a plain cpuset.\n"
-        "ExecStartPre=+-/bin/sh -c 'echo isolated > /sys/fs/cgroup/mxrc-rt.slice/cpuset.cpus.partition'\n")
+        "ExecStartPre=+-/bin/sh -c 'echo isolated > /sys/fs/cgroup/mxrc.slice/cpuset.cpus.partition'\n")
     assert "CPUAffinity=0 1\n" in result.dropins["mxrc-nonrt.service"]
 
 
@@ -133,3 +133,12 @@ def test_live_adapters_shape(monkeypatch):
     assert adapters.cpu_details(live) == {"model": "Robot CPU", "rt_flags": ["constant_tsc", "nonstop_tsc"]}
     assert adapters.udev_has_device(live, "misc", "cpu_dma_latency") is True
     assert adapters.udev_has_device(live, "misc", "nothing") is False
+
+
+def test_plan_json_findings_carry_their_registered_severity(tmp_path):
+    import json
+
+    from mxrc_install.pipeline import report
+    result = plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, Hardware(cpus=2)))))
+    found = {f["id"]: f for f in json.loads(report.plan_json(result, {}))["findings"]}
+    assert found["few-cpus"]["severity"] == "warning" and found["few-cpus"]["fix"]

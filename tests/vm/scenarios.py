@@ -46,6 +46,9 @@ INSTALL = [
                 "print(u.urlopen('http://127.0.0.1:9558/metrics', timeout=5).read().decode())\""),
     ("plan", "mxrc-systemd plan --json"),
     ("verify", "mxrc-systemd verify"),
+    # #10: with isolation.mode = auto (the default) an RT CPU is refused to everyone else.
+    ("foreign-taskset", "taskset -c 2 true && echo allowed || echo refused; "
+                        "systemctl show -p AllowedCPUs --value system.slice mxrc.slice mxrc-rt.service"),
     ("stop-nonrt", f"systemctl stop mxrc-nonrt.service; sleep 1; systemctl is-active {SERVICES}; true"),
 ]
 

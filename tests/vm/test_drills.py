@@ -14,7 +14,7 @@ import testbed
 from scenarios import PRELUDE, values
 
 RT = "mxrc-rt.service"
-RT_CGROUP = "/sys/fs/cgroup/mxrc-rt.slice/mxrc-rt.service"
+RT_CGROUP = "/sys/fs/cgroup/mxrc.slice/mxrc-rt.service"
 NONRT_CGROUP = "/sys/fs/cgroup/system.slice/mxrc-nonrt.service"
 
 WATCHDOG_TIMING = r"""

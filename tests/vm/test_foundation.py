@@ -124,6 +124,12 @@ def test_exporter_serves_unit_metrics(install_run):
     assert "mxrc_monitor_dbus_connected 1.0" in metrics
 
 
+def test_rt_cpus_are_refused_to_other_processes(install_run):
+    """#10 on both systemd versions (252, 257): the slices' cpusets, not only isolcpus=."""
+    out = install_run["foreign-taskset"].output
+    assert out.split() == ["refused", "0-1", "2-3", "2-3"], out
+
+
 def test_stopping_nonrt_stops_rt(install_run):
     # SC-009: Requires= propagates the stop.
     states = install_run["stop-nonrt"].output.split()

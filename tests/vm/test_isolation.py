@@ -22,7 +22,7 @@ SNAPSHOT = ("{ echo wq=$(cat /sys/devices/virtual/workqueue/cpumask); echo pid1=
 # Every task that may run on CPU 2 or 3 but is neither mxrc-rt's nor a kernel thread.
 FOREIGN = ("python3 - <<'PY'\n"
            "import os\n"
-           "rt = open('/sys/fs/cgroup/mxrc-rt.slice/mxrc-rt.service/cgroup.threads').read().split()\n"
+           "rt = open('/sys/fs/cgroup/mxrc.slice/mxrc-rt.service/cgroup.threads').read().split()\n"
            "for pid in os.listdir('/proc'):\n"
            "    if not pid.isdigit() or pid in rt:\n"
            "        continue\n"
@@ -42,10 +42,10 @@ STEPS = [
     ("install", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/host/files/*.deb"),
     ("start", "systemctl start mxrc.target && systemctl is-active mxrc-rt.service mxrc-isolation.service"),
     ("properties", "systemctl show -p AllowedCPUs -p Slice mxrc-rt.service; "
-                   "for s in mxrc-rt.slice system.slice user.slice; do echo $s=$(systemctl show -p AllowedCPUs --value $s); done"),
-    ("cpusets", "for g in mxrc-rt.slice system.slice user.slice init.scope; do "
+                   "for s in mxrc.slice system.slice user.slice; do echo $s=$(systemctl show -p AllowedCPUs --value $s); done"),
+    ("cpusets", "for g in mxrc.slice system.slice user.slice init.scope; do "
                 "echo $g=$(cat /sys/fs/cgroup/$g/cpuset.cpus.effective); done; "
-                "echo partition=$(cat /sys/fs/cgroup/mxrc-rt.slice/cpuset.cpus.partition)"),
+                "echo partition=$(cat /sys/fs/cgroup/mxrc.slice/cpuset.cpus.partition)"),
     ("pid1", "taskset -cp 1"),
     # The reviewer's test: a root shell asks for an RT CPU.
     ("foreign-taskset", "taskset -c 2 sh -c 'echo ran on $(taskset -cp $$)'; echo rc=$?"),
@@ -78,13 +78,13 @@ def test_install_and_start(run):
 
 def test_mxrc_rt_alone_in_its_slice_on_the_rt_cpus(run):
     out = run["properties"].output
-    assert "AllowedCPUs=2-3" in out and "Slice=mxrc-rt.slice" in out, out
-    assert "mxrc-rt.slice=2-3" in out and "system.slice=0-1" in out and "user.slice=0-1" in out, out
+    assert "AllowedCPUs=2-3" in out and "Slice=mxrc.slice" in out, out
+    assert "mxrc.slice=2-3" in out and "system.slice=0-1" in out and "user.slice=0-1" in out, out
 
 
 def test_other_cgroups_hold_only_the_housekeeping_cpus(run):
     out = run["cpusets"].output
-    assert "system.slice=0-1" in out and "user.slice=0-1" in out and "mxrc-rt.slice=2-3" in out, out
+    assert "system.slice=0-1" in out and "user.slice=0-1" in out and "mxrc.slice=2-3" in out, out
     print(out)   # the partition state (isolated where the kernel takes it) is reported, checked by doctor
 
 
