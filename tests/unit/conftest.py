@@ -4,7 +4,6 @@ An audit hook watches every open() and process spawn while a test runs; a
 test that needs a process says so with @pytest.mark.spawns.
 """
 
-import re
 import sys
 from pathlib import Path
 
@@ -60,17 +59,3 @@ def machine(tmp_path, repo):
         (unitdir / unit.name).write_text(unit.read_text())
     return root
 
-
-# A finding is created as Finding("id", SEVERITY, ...), listed as ("id", SEVERITY) next to its
-# detector, or printed as "WARNING [id]" by a command.
-FINDING_PATTERNS = (re.compile(r'"([a-z][a-z0-9]*(?:-[a-z0-9]+)+)",\s*(?:ERROR|WARNING|INFO)\b'),
-                    re.compile(r'\b(?:ERROR|WARNING|INFO) \[([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\]'))
-
-
-@pytest.fixture
-def finding_ids():
-    """finding_ids(*paths under mxrc_install/): the finding ids those modules can emit (all when none)."""
-    def scan(*paths: str) -> set[str]:
-        files = [REPO / "mxrc_install" / p for p in paths] or (REPO / "mxrc_install").rglob("*.py")
-        return {i for f in files for pattern in FINDING_PATTERNS for i in pattern.findall(f.read_text())}
-    return scan
