@@ -158,6 +158,12 @@ def test_what_the_user_guide_says_every_service_has_they_have(opening, units):
     assert missing == {unit: [] for unit in units}
 
 
+def test_the_readme_package_table_names_every_shipped_unit():
+    table = section((REPO / "README.md").read_text(), "패키지 구성")
+    units = [u.name for u in (REPO / "units").iterdir() if u.suffix in (".service", ".target", ".slice")]
+    assert units and sorted(u for u in units if f"`{u}`" not in table) == []
+
+
 def test_the_user_guide_names_every_debconf_priority_the_config_uses():
     config = (REPO / "debian/mxrc-systemd.config").read_text()
     used = set(re.findall(r"db_input (low|medium|high|critical)", config))
