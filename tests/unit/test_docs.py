@@ -1,11 +1,16 @@
 """The docs say what the code does: each class of mismatch found in #13 has a check here.
 
-- every finding id of the registry (mxrc_install/findings.py) is documented in docs/installer.md, and no other;
-- every command and option of the CLI is in man/mxrc-systemd.8, under its own command;
+- every finding id of the registry (mxrc_install/findings.py) is in docs/installer.md, and no other;
+- every command and option of the CLI is in man/mxrc-systemd.8 under its own command, and every
+  command in docs/installer.md's table;
 - no control characters in the man pages (a raw form feed shows as "(B...R)");
+- what the user guide and the README say the units, the packaging and debconf do, they do
+  (settings every service has, the failover hook sandbox, debconf priorities, the shipped units);
+- the man page advises the sandbox relaxations the user guide explains, and no other;
 - what the docs say about --root is what the commands do;
 - every figure with a unit (ms, s, µs, x, %) in the docs is a setting or spec target, or sits in a section
-  marked with its source, and a figure from a bench/results/*.json source is in that file.
+  marked with its source, and a figure from a bench/results/*.json source is in that file;
+- sample output in the docs is spelled as the code prints it.
 """
 
 import argparse
