@@ -95,6 +95,8 @@ COMMANDS = {
                   cmd_boot_time),
     "health-gate": ("succeed only when the controller is healthy (before boot-complete.target, for A/B updates)",
                     call("ops.operations", "health_gate_command", "timeout")),
+    "report": ("collect a support bundle (versions, plan, doctor, units, journal, capture) into a .tar.gz",
+               call("ops.operations", "report_command", "output")),
     "deps": ("analyse the MXRC units' dependencies: parallel start, critical chain, loops (FR-022)",
              call("ops.operations", "deps_command", "json")),
 }
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     subs["boot-time"].set_defaults(action="show", json=False)
     subs["health-gate"].add_argument("--timeout", type=int, default=120, metavar="SECONDS",
                                      help="how long to wait for the MXRC units to come up (default: 120)")
+    subs["report"].add_argument("-o", "--output", metavar="FILE",
+                                help="where to write it (default: mxrc-report-HOST-TIME.tar.gz here)")
     subs["uninstall"].add_argument("--purge", action="store_true",
                                    help="also remove the settings and the recorded state")
     subs["capture"].add_argument("dest", type=Path, help="directory to create the fixture in")

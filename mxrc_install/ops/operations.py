@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-from mxrc_install import names
+from mxrc_install import names, process
 from mxrc_install.pipeline import apply
 
-from mxrc_install.ops import boottime, deps, doctor, healthgate, jitter, live
-from mxrc_install.pipeline.commands import current_plan, load_config
+from mxrc_install.ops import boottime, bundle, deps, doctor, healthgate, jitter, live
+from mxrc_install.pipeline.commands import capture, current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
 
@@ -107,3 +111,21 @@ def health_gate_command(root: SysRoot, timeout: int) -> int:
     print("mxrc-systemd: health gate: " + ("FAILED: this boot is not marked good" if problems
                                             else "the controller is healthy: boot good"))
     return EXIT_ERROR if problems else EXIT_OK
+
+
+def _run_for_bundle(argv: tuple[str, ...]) -> tuple[int, str, str]:
+    done = process.run(argv, timeout=120)
+    return done.rc, done.stdout, done.stderr
+
+
+def report_command(root: SysRoot, output) -> int:
+    """Collect the support bundle into OUTPUT (a .tar.gz), showing progress on stderr."""
+    _require_running_system(root, "report")
+    out = Path(output or f"mxrc-report-{os.uname().nodename}-{int(time.time())}.tar.gz")
+    items = bundle.collect(_run_for_bundle, lambda msg: print(f"mxrc-systemd: report {msg}", file=sys.stderr))
+    with tempfile.TemporaryDirectory(prefix="mxrc-report-") as tmp:
+        print("mxrc-systemd: report capture (the files the probes read)", file=sys.stderr)
+        capture(root, Path(tmp) / "capture")
+        bundle.write_tar(out, items, Path(tmp) / "capture")
+    print(f"mxrc-systemd: wrote {out} ({out.stat().st_size} bytes)")
+    return EXIT_OK

@@ -1,33 +1,54 @@
 """What makes the files apply changed take effect on the running system.
 
-Pure: the changed paths in, the commands to run out (commands.py runs them,
-only on a live root with systemd running). A reload applies the unit
-drop-ins and the slices' cpusets; the manager's own CPU affinity needs a
-re-exec; irqbalance reads its banned CPUs only when it starts; GRUB needs
-update-grub (and a reboot, which is never ours to do).
+Pure: the changed paths in, the commands to run and kernel values to write
+out (commands.py carries them out, only on a live root with systemd
+running). A reload applies the unit drop-ins and the slices' cpusets; the
+manager's own CPU affinity needs a re-exec; irqbalance reads its banned CPUs
+only when it starts; GRUB needs update-grub (and a reboot, never ours to do).
+Taking a setting away needs more than removing its file: systemd neither
+resets PID 1's affinity nor a slice's cpuset when the setting disappears.
 """
 
 from __future__ import annotations
 
-from mxrc_install.pipeline.render import GRUB_CONF, IRQBALANCE, MANAGER_CONF
-from mxrc_install.pipeline.report import dropin_path
+import dataclasses
+
+from mxrc_install.cpulist import format_cpulist
+from mxrc_install.pipeline.render import FOREIGN_SLICES, GRUB_CONF, IRQBALANCE, MANAGER_CONF, dropin_path
 
 UPDATE_GRUB = "/usr/sbin/update-grub"
 GRUB_CFG = "/boot/grub/grub.cfg"
+NOT_LOADED = 5   # systemctl's exit code for a unit that is not installed
 
 
-def commands_for(changed: set[str], booting: bool = False, grub_installed: bool = False) -> list[list[str]]:
+@dataclasses.dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    ok: tuple[int, ...] = (0,)
+
+
+def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bool = False,
+                 grub_installed: bool = False, online: frozenset[int] = frozenset()) -> list[Command]:
     if not changed:
         return []
+    out = []
     # During boot PID 1 is busy starting units: it reads system.conf.d again at
     # the next boot, and the slices' cpusets already keep everyone else off.
     reexec = MANAGER_CONF in changed and not booting
-    out = [["systemctl", "daemon-reexec" if reexec else "daemon-reload"]]
+    if reexec and MANAGER_CONF in removed and online:
+        # Without CPUAffinity= a re-exec keeps PID 1's current mask: widen it first.
+        out.append(Command(("taskset", "-a", "-p", "-c", format_cpulist(online), "1")))
+    out.append(Command(("systemctl", "daemon-reexec" if reexec else "daemon-reload")))
     if dropin_path(IRQBALANCE) in changed:
-        out.append(["systemctl", "try-restart", IRQBALANCE])
+        out.append(Command(("systemctl", "try-restart", IRQBALANCE), ok=(0, NOT_LOADED)))
     if GRUB_CONF in changed and grub_installed:
-        out.append([UPDATE_GRUB])
+        out.append(Command((UPDATE_GRUB,)))
     return out
+
+
+def cgroup_resets(removed: set[str]) -> dict[str, str]:
+    """cgroup file -> value: a slice whose AllowedCPUs= went away gets every CPU back."""
+    return {f"/sys/fs/cgroup/{s}/cpuset.cpus": "" for s in FOREIGN_SLICES if dropin_path(s) in removed}
 
 
 def reboot_note(changed: set[str], grub_installed: bool) -> str | None:

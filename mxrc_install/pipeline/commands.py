@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import sys
 
 from mxrc_install.pipeline import activate, apply, config, expected, isolate, plan, probe, report, unitgraph
 
-from mxrc_install import names
+from mxrc_install import names, process
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS
 from mxrc_install.sysroot import SysRoot
@@ -55,13 +54,17 @@ def grub_installed(root: SysRoot) -> bool:
 def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None:
     """Reload, re-exec, restart irqbalance, update-grub: only what the changed files need, only live."""
     grub = grub_installed(root)
+    removed = {path for path in changed if not root.exists(path)}
     if root.systemd_running():
-        for argv in activate.commands_for(changed, booting, grub):
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            log.info("%s: exit %d", " ".join(argv), proc.returncode)
-            if proc.returncode != 0:
-                print(f"mxrc-systemd: {' '.join(argv)} failed (exit {proc.returncode}): "
-                      f"{proc.stderr.strip()}", file=sys.stderr)
+        online = probe.read_cpus(root).online
+        for cmd in activate.commands_for(changed, removed, booting, grub, online):
+            done = process.run(cmd.argv)
+            log.info("%s: exit %d", " ".join(cmd.argv), done.rc)
+            if done.rc not in cmd.ok:
+                print(f"mxrc-systemd: {done.failure()}", file=sys.stderr)
+        for path, value in activate.cgroup_resets(removed).items():
+            if root.exists(path):
+                root.path(path).write_text(value + "\n")
     note = activate.reboot_note(changed, grub)
     if note:
         print(note)
@@ -101,7 +104,7 @@ def run_apply(root: SysRoot, booting: bool = False) -> int:
 
 def services_running() -> bool:
     """Whether any MXRC service runs now (systemctl is-active: 0 when at least one is active)."""
-    return subprocess.run(["systemctl", "is-active", "--quiet", *names.SERVICES]).returncode == 0
+    return process.run(["systemctl", "is-active", "--quiet", *names.SERVICES]).ok
 
 
 def boot_check(root: SysRoot) -> int:
@@ -136,8 +139,7 @@ def verify(root: SysRoot) -> int:
     if root.systemd_running():
         for unit, prop, want in ((u, k, v) for u, props in expected.planned_properties(result.placement).items()
                                  for k, v in props.items()):
-            value = subprocess.run(["systemctl", "show", "-p", prop, "--value", unit],
-                                   capture_output=True, text=True).stdout.strip()
+            value = process.run(["systemctl", "show", "-p", prop, "--value", unit]).stdout.strip()
             ok = value == want
             problems += not ok
             print(f"{'PASS' if ok else 'FAIL'} {unit} {prop}={value}" + (

@@ -245,7 +245,8 @@ def named_commands(sentence: str) -> set[str]:
 
 def test_root_claims_match_the_commands(tmp_path_factory, capsys):
     refusing = refusing_commands(tmp_path_factory, capsys)
-    assert refusing == {"doctor", "jitter", "health-gate", "boot-time record"}  # the docs must name them
+    # the docs must name them
+    assert refusing == {"doctor", "jitter", "health-gate", "report", "boot-time record"}
     installer = INSTALLER.read_text()
     options = man_text(man_sections(MAN.read_text())["OPTIONS"])
     for doc, refuse, ignore in ((installer, "거부", "무시"), (options, "refuse", "ignores")):

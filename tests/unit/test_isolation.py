@@ -148,18 +148,35 @@ def test_uninstall_restores_the_runtime_isolation(tmp_path):
     assert not (root / dropin_path("system.slice").lstrip("/")).exists()
 
 
-@pytest.mark.parametrize("changed, booting, grub, expected", [
-    (set(), False, False, []),
-    ({dropin_path(names.RT)}, False, False, [["systemctl", "daemon-reload"]]),
-    ({render.MANAGER_CONF}, False, False, [["systemctl", "daemon-reexec"]]),
-    ({render.MANAGER_CONF}, True, False, [["systemctl", "daemon-reload"]]),   # never re-exec PID 1 mid-boot
-    ({dropin_path(render.IRQBALANCE)}, False, False,
-     [["systemctl", "daemon-reload"], ["systemctl", "try-restart", "irqbalance.service"]]),
-    ({render.GRUB_CONF}, False, True, [["systemctl", "daemon-reload"], [activate.UPDATE_GRUB]]),
-    ({render.GRUB_CONF}, False, False, [["systemctl", "daemon-reload"]]),
+RELOAD, REEXEC = ("systemctl", "daemon-reload"), ("systemctl", "daemon-reexec")
+
+
+@pytest.mark.parametrize("changed, removed, booting, grub, expected", [
+    (set(), set(), False, False, []),
+    ({dropin_path(names.RT)}, set(), False, False, [RELOAD]),
+    ({render.MANAGER_CONF}, set(), False, False, [REEXEC]),
+    ({render.MANAGER_CONF}, set(), True, False, [RELOAD]),   # never re-exec PID 1 mid-boot
+    # systemd keeps PID 1's mask when CPUAffinity= goes away: widen it before the re-exec.
+    ({render.MANAGER_CONF}, {render.MANAGER_CONF}, False, False,
+     [("taskset", "-a", "-p", "-c", "0-3", "1"), REEXEC]),
+    ({dropin_path(render.IRQBALANCE)}, set(), False, False,
+     [RELOAD, ("systemctl", "try-restart", "irqbalance.service")]),
+    ({render.GRUB_CONF}, set(), False, True, [RELOAD, (activate.UPDATE_GRUB,)]),
+    ({render.GRUB_CONF}, set(), False, False, [RELOAD]),
 ])
-def test_what_makes_a_change_take_effect(changed, booting, grub, expected):
-    assert activate.commands_for(changed, booting, grub) == expected
+def test_what_makes_a_change_take_effect(changed, removed, booting, grub, expected):
+    commands = activate.commands_for(changed, removed, booting, grub, frozenset(range(4)))
+    assert [c.argv for c in commands] == expected
+
+
+def test_irqbalance_not_installed_is_not_an_error():
+    (restart,) = [c for c in activate.commands_for({dropin_path(render.IRQBALANCE)}) if "try-restart" in c.argv]
+    assert activate.NOT_LOADED in restart.ok
+
+
+def test_a_slice_whose_cpuset_went_away_gets_every_cpu_back():
+    assert activate.cgroup_resets({dropin_path("system.slice"), dropin_path(names.RT)}) == {
+        "/sys/fs/cgroup/system.slice/cpuset.cpus": ""}
 
 
 def test_without_grub_the_admin_is_told_where_the_parameters_go():

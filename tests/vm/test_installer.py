@@ -6,6 +6,8 @@ RT process's scheduling, and the installer's own report.
 
 import json
 
+from pathlib import Path
+
 import pytest
 import testbed
 from mxrc_install.ops.live import parse_show
@@ -101,20 +103,21 @@ def test_upgrade_keeps_running_controller_config_and_admin_dropins(two_cpus):
     assert "FAIL" not in kept, kept
 
 
-IMAGE_BUILD = """
-cat > /tmp/preseed <<'PRESEED'
-mxrc-systemd mxrc-systemd/rt_priority string 70
-mxrc-systemd mxrc-systemd/watchdog_sec string 20
-PRESEED
-debconf-set-selections /tmp/preseed
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /tmp/image-files/*.deb
-"""
+# The image is built with the customize hook the package ships (#12 item 4).
+HOOK = Path(__file__).resolve().parents[2] / "image" / "mmdebstrap-customize"
+PRESEED = ("mxrc-systemd mxrc-systemd/rt_priority string 70\n"
+           "mxrc-systemd mxrc-systemd/watchdog_sec string 20\n")
+IMAGE_BUILD = ('MXRC_DEBS="$1/tmp/image-files" MXRC_PRESEED="$1/tmp/image-files/preseed.txt" '
+               'MXRC_PACKAGES="mxrc-systemd mxrc-monitor mxrc-reference" '
+               'sh "$1/tmp/image-files/mmdebstrap-customize" "$1"')
 
 
 @pytest.fixture(scope="module")
-def image_build(debs, guest_files):
+def image_build(debs, guest_files, tmp_path_factory):
     """A preseeded noninteractive install into a chroot-built image, then boots on two machines."""
-    spec = testbed.ImageSpec(suite="trixie", files=tuple(debs.values()), build_script=IMAGE_BUILD)
+    preseed = tmp_path_factory.mktemp("preseed") / "preseed.txt"
+    preseed.write_text(PRESEED)
+    spec = testbed.ImageSpec(suite="trixie", files=(*debs.values(), preseed, HOOK), host_script=IMAGE_BUILD)
     image = testbed.build_image(spec)
     numa_rt = testbed.Machine(cpus=8, memory_mib=2048, numa_nodes=2, kernel="rt", append="isolcpus=6-7")
     small = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")

@@ -111,6 +111,9 @@ class ImageSpec:
     # systemd, the build host's /proc), e.g. a preseeded apt install.
     files: tuple[Path, ...] = ()
     build_script: str = ""
+    # The same, as a host-side mmdebstrap customize hook ("$1" is the chroot),
+    # e.g. the image-builder hook the package ships.
+    host_script: str = ""
     # Names the image in the cache, so images with different package sets
     # live side by side instead of pruning each other as stale.
     flavour: str = ""
@@ -121,7 +124,7 @@ class ImageSpec:
     def key(self) -> str:
         material = json.dumps(
             [IMAGE_FORMAT, self.suite, sorted(self.packages), self.resolved_mirror(),
-             RUNNER_UNIT, INITRAMFS_HOOK, MASKED_UNITS, PATH_EXCLUDES, self.build_script,
+             RUNNER_UNIT, INITRAMFS_HOOK, MASKED_UNITS, PATH_EXCLUDES, self.build_script, self.host_script,
              [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in self.files]],
             sort_keys=True,
         )
@@ -129,7 +132,8 @@ class ImageSpec:
 
     @property
     def kind(self) -> str:
-        return (f"-{self.flavour}" if self.flavour else "") + ("-custom" if self.build_script else "")
+        custom = self.build_script or self.host_script
+        return (f"-{self.flavour}" if self.flavour else "") + ("-custom" if custom else "")
 
     @property
     def directory(self) -> Path:
@@ -190,6 +194,9 @@ def build_image(spec: ImageSpec) -> Image:
         hooks.append("copy-in " + " ".join(str(Path(f).resolve()) for f in spec.files) + " /tmp/image-files")
     if spec.build_script:
         hooks.append(f"chroot \"$1\" /bin/sh -ec {shlex.quote(spec.build_script)}")
+    if spec.host_script:
+        hooks.append(spec.host_script)
+    if spec.files:
         hooks.append("rm -rf \"$1/tmp/image-files\"")
     cmd = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
