@@ -169,6 +169,12 @@ def test_the_readme_package_table_names_every_shipped_unit():
     assert units and sorted(u for u in units if f"`{u}`" not in table) == []
 
 
+@pytest.mark.parametrize("readme, heading", [("README.md", "문서"), ("README.en.md", "Where to read more")])
+def test_the_readmes_link_every_document(readme, heading):
+    links = section((REPO / readme).read_text(), heading)
+    assert sorted(d.name for d in REPO.glob("docs/*.md") if f"(docs/{d.name})" not in links) == []
+
+
 def test_the_user_guide_names_every_debconf_priority_the_config_uses():
     config = (REPO / "debian/mxrc-systemd.config").read_text()
     used = set(re.findall(r"db_input (low|medium|high|critical)", config))
