@@ -5,6 +5,10 @@
 // measure its own wake-up latency, prove progress to the watchdog from the
 // loop and report from a non-RT thread (STATUS= and the journal).
 //
+// Stall budget: the loop declares how long it may go without a beat before
+// the watchdog thread tells systemd to kill it (WATCHDOG=trigger) instead of
+// waiting for WatchdogSec. MXRC_STALL_BUDGET_MS overrides it (0: WatchdogSec only).
+//
 // Fault injection for the drills, from the environment (a drop-in's
 // Environment=MXRC_FAULT=...):
 //   hang:SECONDS    stop proving progress after SECONDS (the loop keeps running)
@@ -38,6 +42,10 @@ namespace sd = mxrc::systemd;
 namespace {
 
 constexpr long kPeriodNs = 1'000'000;       // 1 kHz
+// 1000 cycles (1 s): a controller would declare ~100 cycles; the reference is
+// also run on emulated, shared test machines whose vCPUs can pause for tens
+// of ms, and a false kill there would be a flaky test, not a finding.
+constexpr long kStallBudgetCycles = 1000;
 constexpr size_t kStackPrefault = 512 * 1024;
 
 std::atomic<bool> stop_requested{false};
@@ -90,6 +98,19 @@ long fault_arg(const std::string& fault, long fallback) {
 }
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+std::chrono::microseconds stall_budget() {
+    const char* ms = std::getenv("MXRC_STALL_BUDGET_MS");
+    if (ms == nullptr) return std::chrono::microseconds(kStallBudgetCycles * kPeriodNs / 1000);
+    char* end = nullptr;
+    const long value = std::strtol(ms, &end, 10);
+    if (end == ms || *end != '\0' || value < 0) {
+        log(LOG_WARNING, std::string("MXRC_STALL_BUDGET_MS=") + ms + " is not a number of milliseconds "
+                         "(0 or more); using the default");
+        return std::chrono::microseconds(kStallBudgetCycles * kPeriodNs / 1000);
+    }
+    return std::chrono::milliseconds(value);
+}
 
 // "SCHED_FIFO priority=80 cpus=2,3": what systemd actually gave this process.
 std::string placement() {
@@ -206,6 +227,7 @@ int main() {
 
     sd::Heartbeat heartbeat;
     sd::Watchdog watchdog(heartbeat);
+    watchdog.set_stall_budget(stall_budget());
     LatencyWindow window;
     const std::string fault = fault_name();
 
@@ -231,7 +253,8 @@ int main() {
     run_startup_faults(fault);
     watchdog.start();
 
-    const std::string started = where + " mlockall=" + (locked ? "ok" : std::strerror(lock_errno)) + " " + syscalls;
+    const std::string started = where + " mlockall=" + (locked ? "ok" : std::strerror(lock_errno)) + " " + syscalls +
+                                " stall_budget_ms=" + std::to_string(watchdog.stall_budget().count() / 1000);
     sd::notify("READY=1\nSTATUS=" + started);
     log(LOG_INFO, "mxrc-rt reference loop started: " + started);
 
@@ -246,6 +269,9 @@ int main() {
         clock_gettime(CLOCK_MONOTONIC, &now);
         window.add(std::max(0L, diff_ns(now, next)));
         if (cycle == crash_after) std::abort();
+        // The drill's clock starts here: journald stamps the entry on receipt.
+        // A syscall in the loop, but from here on the loop is "hung" anyway.
+        if (cycle == hang_after) log(LOG_WARNING, "injected hang: the loop stops beating");
         if (hang_after < 0 || cycle < hang_after) heartbeat.beat();
     }
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from pathlib import Path
 
-from mxrc_install import __version__
+from mxrc_install import __version__, errors
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
 
@@ -81,7 +82,7 @@ COMMANDS = {
     "capture": ("copy the files the probes read into DEST, to make a test fixture of this machine",
                 call("pipeline.commands", "capture", "dest")),
     "config": ("show the settings, or change them with KEY=VALUE",
-               call("pipeline.commands", "config_show_or_set", "assignments")),
+               call("pipeline.commands", "config_show_or_set", "assignments", "check")),
     "configure": ("run the configure steps (called by the postinst)", cmd_configure),
     "steps": ("list the configure steps and whether each is enabled", cmd_steps),
     "isolate": ("keep interrupts, workqueues, kernel threads and deep idle states off the RT CPUs, "
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     subs["capture"].add_argument("dest", type=Path, help="directory to create the fixture in")
     subs["config"].add_argument("assignments", nargs="*", metavar="KEY=VALUE",
                                 help="e.g. rt.cpus=2-3 rt.watchdog_sec=30 monitor.port=9558")
+    subs["config"].add_argument("--check", action="store_true",
+                                help="only validate the KEY=VALUE assignments; write nothing")
     subs["configure"].add_argument("action", nargs="?", help="the postinst's action, e.g. configure")
     subs["configure"].add_argument("old_version", nargs="?", help="the version being upgraded from")
     subs["isolate"].add_argument("action", choices=("start", "stop"),
@@ -174,19 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="mxrc-systemd: %(message)s", stream=sys.stderr)
-    if not args.root.is_dir():
-        print(f"mxrc-systemd: --root {args.root}: not a directory; give the root of an installed "
-              "system, e.g. --root /mnt/image", file=sys.stderr)
-        return EXIT_ERROR
-    args.sysroot = SysRoot(args.root.resolve())
     try:
+        if not args.root.is_dir():
+            raise UserError(f"--root {args.root}: not a directory; give the root of an installed "
+                            "system, e.g. --root /mnt/image")
+        args.sysroot = SysRoot(args.root.resolve())
         return args.func(args)
-    except UserError as exc:
-        print(f"mxrc-systemd: {exc}", file=sys.stderr)
+    except (UserError, OSError, UnicodeError, ValueError) as exc:
+        message, path = errors.describe(exc)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": message, "path": path}))
+        print(f"mxrc-systemd: {message}", file=sys.stderr)
         return EXIT_ERROR
-    except PermissionError as exc:
-        print(f"mxrc-systemd: {exc.filename}: permission denied; run as root", file=sys.stderr)
-        return EXIT_ERROR
-
-
-

@@ -6,9 +6,22 @@ Used by sysfs (cpu/online, node*/cpulist) and by kernel parameters
 
 from __future__ import annotations
 
+import re
+
+# The kernel's upper bound on CPU numbers (CONFIG_NR_CPUS is at most 8192):
+# a larger number is a typo, and "0-4294967295" must not allocate billions.
+MAX_CPUS = 8192
+
+# ASCII digits only: str.isdigit() accepts "²" and other Unicode digits.
+_DIGITS = re.compile(r"[0-9]+")
+
 
 class CpuListError(ValueError):
     pass
+
+
+def is_ascii_number(token: str) -> bool:
+    return _DIGITS.fullmatch(token) is not None
 
 
 def parse_cpulist(text: str, last_cpu: int | None = None) -> frozenset[int]:
@@ -27,8 +40,11 @@ def _number(token: str, whole: str, last_cpu: int | None) -> int:
         if last_cpu is None:
             raise CpuListError(f"CPU list {whole!r}: 'N' (last CPU) needs the CPU count")
         return last_cpu
-    if not token.isdigit():
+    if not is_ascii_number(token):
         raise CpuListError(f"CPU list {whole!r}: {token!r} is not a CPU number")
+    if len(token) > 5 or int(token) >= MAX_CPUS:
+        raise CpuListError(f"CPU list {whole!r}: CPU {token} is beyond the kernel's limit "
+                           f"of {MAX_CPUS} CPUs (0-{MAX_CPUS - 1})")
     return int(token)
 
 
@@ -39,7 +55,8 @@ def _parse_part(part: str, whole: str, last_cpu: int | None) -> set[int]:
     if ":" in part:
         part, _, stride = part.partition(":")
         used, _, group = stride.partition("/")
-        if not (used.isdigit() and group.isdigit()) or int(group) == 0 or int(used) > int(group):
+        if (not (is_ascii_number(used) and is_ascii_number(group)) or len(group) > 5
+                or int(group) == 0 or int(used) > int(group)):
             raise CpuListError(f"CPU list {whole!r}: bad group stride {stride!r} (want used/group)")
         stride_used, stride_group = int(used), int(group)
     first, dash, last = part.partition("-")

@@ -26,6 +26,11 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # logging level -> syslog priority (journalctl -p)
 PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+# LOG_LEVEL for each priority: the names journalctl -p takes, the same in the
+# C++ helper (mxrc/systemd.hpp), so one query finds both languages' entries.
+LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+# Set from the record itself: an extra= field of the same name is ignored.
+_OWN_FIELDS = {"MESSAGE", "PRIORITY", "LOG_LEVEL"}
 
 # ECS field name -> journald field name.
 ECS_FIELDS = {
@@ -70,10 +75,11 @@ def encode(fields: dict[str, str]) -> bytes:
 
 
 def record_fields(record: logging.LogRecord, message: str, identifier: str) -> dict[str, str]:
+    priority = PRIORITIES.get(record.levelno, 6)
     fields = {
         "MESSAGE": message,
-        "PRIORITY": str(PRIORITIES.get(record.levelno, 6)),
-        "LOG_LEVEL": record.levelname.lower(),
+        "PRIORITY": str(priority),
+        "LOG_LEVEL": LEVEL_NAMES[priority],
         "LOGGER": record.name,
         "SYSLOG_IDENTIFIER": identifier,
         "CODE_FILE": record.pathname,
@@ -87,7 +93,7 @@ def record_fields(record: logging.LogRecord, message: str, identifier: str) -> d
         if key in _RESERVED or value is None:
             continue
         name = journal_name(key)
-        if name and name not in ("MESSAGE", "PRIORITY"):
+        if name and name not in _OWN_FIELDS:
             fields[name] = value
     return fields
 

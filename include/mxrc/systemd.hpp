@@ -13,6 +13,7 @@
 //
 //   mxrc::systemd::Heartbeat heartbeat;
 //   mxrc::systemd::Watchdog watchdog(heartbeat);   // pings only while beats arrive
+//   watchdog.set_stall_budget(std::chrono::milliseconds(100));  // 100 cycles at 1 kHz
 //   watchdog.start();                              // its own SCHED_OTHER thread
 //   mxrc::systemd::notify("READY=1");
 //   for (;;) { control_cycle(); heartbeat.beat(); }
@@ -23,6 +24,7 @@
 #ifndef MXRC_SYSTEMD_HPP
 #define MXRC_SYSTEMD_HPP
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -76,7 +78,7 @@ inline bool send_datagram(const char* path, const iovec* iov, size_t iovcnt) noe
 
 }  // namespace detail
 
-// sd_notify(3): send "READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1",
+// sd_notify(3): send "READY=1", "STATUS=...", "WATCHDOG=1", "WATCHDOG=trigger", "STOPPING=1",
 // "RELOADING=1", "EXTEND_TIMEOUT_USEC=..." (newline-separated for several).
 // Returns false outside systemd (no NOTIFY_SOCKET): safe to call anywhere.
 inline bool notify(std::string_view state) noexcept {
@@ -112,33 +114,77 @@ private:
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "heartbeat must be lock-free");
 };
 
-// Pings systemd from its own SCHED_OTHER thread at a quarter of the timeout,
-// but only if the heartbeat moved since the previous ping: a hung control
-// loop stops the pings, and systemd kills it 0.75-1.25 x WatchdogSec after
-// the hang began (the last ping may still carry its final beats).
+// Pings systemd from its own SCHED_OTHER thread, but only while the
+// heartbeat moves: a hung control loop stops the pings, and systemd kills it
+// 0.75-1.25 x WatchdogSec after the hang began (the pinger runs at a quarter
+// of the timeout and its last ping may still carry the final beats).
+//
+// With a stall budget (set_stall_budget(), e.g. 100 cycles of a 1 kHz loop =
+// 100 ms) the pinger looks at the heartbeat every quarter of the budget, and
+// once the loop has gone longer than the budget without a beat it sends
+// WATCHDOG=trigger (systemd >= 243): systemd kills the process at once, as
+// for a watchdog timeout (Result=watchdog, Restart= applies), instead of
+// waiting out WatchdogSec.  WatchdogSec stays the backstop for a process
+// frozen as a whole, pinger included.  The budget is armed by the first beat,
+// so initialisation before the loop starts is not a stall.
 class Watchdog {
 public:
     using Sender = bool (*)(std::string_view);
+    using Clock = std::chrono::steady_clock;
+    using Now = Clock::time_point (*)();  // injectable, so tests drive time explicitly
+
+    enum class Action { none, ping, trigger };
 
     explicit Watchdog(const Heartbeat& heartbeat,
                       std::chrono::microseconds timeout = watchdog_timeout(),
-                      Sender send = &notify) noexcept
-        : heartbeat_(heartbeat), timeout_(timeout), send_(send) {}
+                      Sender send = &notify, Now now = &Clock::now) noexcept
+        : heartbeat_(heartbeat), timeout_(timeout), send_(send), now_(now) {}
     Watchdog(const Watchdog&) = delete;
     Watchdog& operator=(const Watchdog&) = delete;
     ~Watchdog() { stop(); }
 
+    // Call before start(). Zero (the default) leaves detection to WatchdogSec.
+    void set_stall_budget(std::chrono::microseconds budget) noexcept {
+        budget_ = budget.count() > 0 ? budget : std::chrono::microseconds{0};
+    }
+    std::chrono::microseconds stall_budget() const noexcept { return budget_; }
+
     bool enabled() const noexcept { return timeout_.count() > 0; }
     std::chrono::microseconds period() const noexcept { return timeout_ / 4; }
+    bool triggered() const noexcept { return triggered_.load(std::memory_order_relaxed); }
 
-    // One pinger step; returns whether it pinged. start() calls it periodically.
-    bool tick() noexcept {
-        const std::uint64_t now = heartbeat_.count();
-        if (now == seen_) return false;
-        seen_ = now;
-        send_("WATCHDOG=1");
-        return true;
+    // How often the pinger thread looks at the heartbeat: the ping period, or
+    // a quarter of the stall budget (at least 1 ms) when that is shorter.
+    std::chrono::microseconds check_interval() const noexcept {
+        if (budget_.count() == 0) return period();
+        const auto quarter = std::max(budget_ / 4, std::chrono::microseconds{1000});
+        return std::min(period(), quarter);
     }
+
+    // One pinger step at time `now`: ping when the loop progressed and a ping
+    // is due, trigger when it has stalled beyond the budget, else nothing.
+    // start()'s thread calls it; call it yourself only instead of start()
+    // (your own non-RT loop, or a test driving time), never beside it.
+    Action tick(Clock::time_point now) noexcept {
+        if (triggered()) return Action::none;  // systemd is already killing us
+        const std::uint64_t count = heartbeat_.count();
+        if (count != seen_) {
+            seen_ = count;
+            last_progress_ = now;
+            armed_ = true;
+        } else if (armed_ && budget_.count() > 0 && now - last_progress_ > budget_) {
+            return trigger(now);
+        }
+        // Half an interval of slack: a wake-up a hair early must not skip a ping.
+        const bool due = !pinged_once_ || now - last_ping_ >= period() - check_interval() / 2;
+        if (count == pinged_ || !due) return Action::none;
+        pinged_ = count;
+        last_ping_ = now;
+        pinged_once_ = true;
+        send_("WATCHDOG=1");
+        return Action::ping;
+    }
+    Action tick() noexcept { return tick(now_()); }
 
     void start() {
         if (!enabled() || thread_.joinable()) return;
@@ -148,7 +194,9 @@ public:
             sched_param param{};
             pthread_setschedparam(pthread_self(), SCHED_OTHER, &param);
             std::unique_lock<std::mutex> lock(mutex_);
-            while (!cv_.wait_for(lock, period(), [this] { return stopping_; })) tick();
+            do {
+                tick();
+            } while (!cv_.wait_for(lock, check_interval(), [this] { return stopping_; }));
         });
     }
 
@@ -162,10 +210,34 @@ public:
     }
 
 private:
+    Action trigger(Clock::time_point now) noexcept {
+        using std::chrono::duration_cast;
+        using std::chrono::milliseconds;
+        triggered_.store(true, std::memory_order_relaxed);
+        // STATUS= first: systemd logs "Watchdog request (last status: ...)!".
+        char message[160];
+        const int n = std::snprintf(message, sizeof message,
+                                    "STATUS=control loop stalled: no heartbeat for %lld ms (budget %lld ms)\n"
+                                    "WATCHDOG=trigger",
+                                    static_cast<long long>(duration_cast<milliseconds>(now - last_progress_).count()),
+                                    static_cast<long long>(duration_cast<milliseconds>(budget_).count()));
+        const bool fits = n > 0 && n < static_cast<int>(sizeof message);
+        send_(fits ? std::string_view(message, static_cast<size_t>(n)) : std::string_view("WATCHDOG=trigger"));
+        return Action::trigger;
+    }
+
     const Heartbeat& heartbeat_;
     std::chrono::microseconds timeout_;
     Sender send_;
+    Now now_;
+    std::chrono::microseconds budget_{0};
     std::uint64_t seen_ = 0;
+    std::uint64_t pinged_ = 0;
+    Clock::time_point last_progress_{};
+    Clock::time_point last_ping_{};
+    bool armed_ = false;
+    bool pinged_once_ = false;
+    std::atomic<bool> triggered_{false};  // read by other threads (status, tests)
     std::thread thread_;
     std::mutex mutex_;
     std::condition_variable cv_;
@@ -176,6 +248,11 @@ namespace journal {
 
 inline constexpr const char* kSocket = "/run/systemd/journal/socket";
 
+// LOG_LEVEL for each syslog priority: the names journalctl -p takes, the same
+// in the Python helper (mxrc_runtime.journal), so one query finds both.
+inline constexpr const char* kLevelNames[] = {"emerg", "alert", "crit", "err",
+                                              "warning", "notice", "info", "debug"};
+
 // One journal entry built in a fixed buffer (no allocation): MESSAGE,
 // PRIORITY (syslog level, for journalctl -p), LOG_LEVEL, and any fields.
 // Field names: upper case, digits and "_", not starting with "_".
@@ -184,16 +261,36 @@ template <size_t Capacity = 4096>
 class BasicEntry {
 public:
     BasicEntry(int priority, std::string_view message) noexcept {
-        static constexpr const char* kLevels[] = {"emerg", "alert", "crit", "err",
-                                                  "warning", "notice", "info", "debug"};
         const int p = priority < 0 ? 0 : (priority > 7 ? 7 : priority);
         const char digit[2] = {static_cast<char>('0' + p), '\0'};
-        field("MESSAGE", message);
-        field("PRIORITY", digit);
-        field("LOG_LEVEL", kLevels[p]);
+        append_field("MESSAGE", message);
+        append_field("PRIORITY", digit);
+        append_field("LOG_LEVEL", kLevelNames[p]);
     }
 
+    // MESSAGE, PRIORITY and LOG_LEVEL come from the constructor: a second
+    // value would make two, so they are refused (dropped) here.
     BasicEntry& field(std::string_view name, std::string_view value) noexcept {
+        if (name == "MESSAGE" || name == "PRIORITY" || name == "LOG_LEVEL") {
+            ++dropped_;
+            return *this;
+        }
+        return append_field(name, value);
+    }
+
+    std::string_view payload() const noexcept { return {buffer_, used_}; }
+    int dropped() const noexcept { return dropped_; }
+
+    // Send to journald; outside systemd's reach the message goes to stderr.
+    bool send(const char* socket_path = kSocket) const noexcept {
+        iovec iov{const_cast<char*>(buffer_), used_};
+        if (detail::send_datagram(socket_path, &iov, 1)) return true;
+        std::fprintf(stderr, "%.*s", static_cast<int>(used_), buffer_);
+        return false;
+    }
+
+private:
+    BasicEntry& append_field(std::string_view name, std::string_view value) noexcept {
         if (!valid_name(name)) {
             ++dropped_;
             return *this;
@@ -217,18 +314,6 @@ public:
         return *this;
     }
 
-    std::string_view payload() const noexcept { return {buffer_, used_}; }
-    int dropped() const noexcept { return dropped_; }
-
-    // Send to journald; outside systemd's reach the message goes to stderr.
-    bool send(const char* socket_path = kSocket) const noexcept {
-        iovec iov{const_cast<char*>(buffer_), used_};
-        if (detail::send_datagram(socket_path, &iov, 1)) return true;
-        std::fprintf(stderr, "%.*s", static_cast<int>(used_), buffer_);
-        return false;
-    }
-
-private:
     static bool valid_name(std::string_view name) noexcept {
         if (name.empty() || name.size() > 64 || name[0] == '_') return false;
         for (char c : name) {

@@ -14,16 +14,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
 
-from mxrc_install.pipeline.plan import Plan
+from mxrc_install.pipeline import paths
+from mxrc_install.pipeline.paths import STATE_DIR, UnsafePath
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "/var/lib/mxrc-systemd"
 MANIFEST = f"{STATE_DIR}/owned-files"          # "sha256  /path" lines
 HARDWARE = f"{STATE_DIR}/hardware.json"        # the facts the last apply was planned from
 FIRST_BOOT = f"{STATE_DIR}/pending-first-boot"  # set by an install without a running system
@@ -47,51 +48,94 @@ class Keep:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Adopt:
+    """A file identical to the plan that the manifest does not vouch for alone (an interrupted apply)."""
+    path: str
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Forget:
+    """A manifest entry whose file is gone."""
+    path: str
+
+
 def sha256(text: str | bytes) -> str:
     data = text.encode() if isinstance(text, str) else text
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_manifest(text: str) -> dict[str, str]:
-    owned = {}
-    for line in text.splitlines():
-        digest, sep, path = line.partition("  ")
-        if sep and len(digest) == 64:
-            owned[path] = digest
-    return owned
+_LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<path>/.*)")
 
 
-def format_manifest(owned: dict[str, str]) -> str:
-    return "".join(f"{digest}  {path}\n" for path, digest in sorted(owned.items()))
+def parse_manifest(text: str) -> dict[str, frozenset[str]]:
+    """path -> the digests we vouch for. Two digests for a path: an apply was
+    interrupted between recording its intent and finishing; either content is ours.
+    A line naming a path outside OWNABLE is ignored with a warning: a tampered
+    manifest must not make us delete /etc/fstab."""
+    owned: dict[str, set[str]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _LINE.fullmatch(line)
+        if not match:
+            if line.strip():
+                log.warning("%s line %d: not '<sha256>  /path'; ignored", MANIFEST, number)
+            continue
+        path = match.group("path")
+        if paths.ownable(path) is None:
+            log.warning("%s line %d: %r is outside the files mxrc-systemd may own; ignored",
+                        MANIFEST, number, path)
+            continue
+        owned.setdefault(path, set()).add(match.group("digest"))
+    return {path: frozenset(d) for path, d in owned.items()}
 
 
-def read_manifest(root: SysRoot) -> dict[str, str]:
-    return parse_manifest(root.read_text(MANIFEST) or "")
+def format_manifest(owned: dict[str, frozenset[str]]) -> str:
+    return "".join(f"{digest}  {path}\n" for path, digests in sorted(owned.items())
+                   for digest in sorted(digests))
 
 
-def _ownership(root: SysRoot, path: str, owned: dict[str, str]) -> str:
-    """'absent', 'ours' (unchanged since we wrote it) or 'admin'."""
-    current = root.read_text(path)
+def read_manifest(root: SysRoot) -> dict[str, frozenset[str]]:
+    data = paths.read_bytes(root, MANIFEST)
+    return parse_manifest(data.decode("utf-8", "replace")) if data else {}
+
+
+def _ownership(root: SysRoot, path: str, owned: dict) -> tuple[str, bytes | None]:
+    """('absent' | 'ours' | 'admin' | 'unsafe', current bytes)."""
+    try:
+        current = paths.read_bytes(root, path)
+    except UnsafePath:
+        return "unsafe", None
     if current is None:
-        return "absent"
-    return "ours" if owned.get(path) == sha256(current) else "admin"
+        return "absent", None
+    return ("ours" if sha256(current) in owned.get(path, ()) else "admin"), current
 
 
-def actions_for(root: SysRoot, plan: Plan) -> list:
+def actions_for(root: SysRoot, files: dict[str, str]) -> list:
+    """What to do to make the files under the root those of the plan (path -> text)."""
     owned = read_manifest(root)
     actions = []
-    wanted = plan.owned_files()
-    for path, text in sorted(wanted.items()):
-        state = _ownership(root, path, owned)
-        if state == "admin":
-            if root.read_text(path) != text:
-                actions.append(Keep(path, "changed by an admin since mxrc-systemd wrote it"
-                                    if path in owned else "not written by mxrc-systemd"))
-        elif root.read_text(path) != text:
+    for path, text in sorted(files.items()):
+        if paths.ownable(path) is None:
+            raise UnsafePath(f"{path}: the plan names a file outside the ones mxrc-systemd may own "
+                             f"({', '.join(r.shape for r in paths.OWNABLE)}); this is a bug, please report it")
+        state, current = _ownership(root, path, owned)
+        if state == "unsafe":
+            actions.append(Keep(path, "a symlink or not a regular file on the way; not followed"))
+        elif current == text.encode():
+            if owned.get(path) != {sha256(current)}:
+                actions.append(Adopt(path, text))   # exactly the plan: ours, wherever it came from
+        elif state == "admin":
+            actions.append(Keep(path, "changed by an admin since mxrc-systemd wrote it"
+                                if path in owned else "not written by mxrc-systemd"))
+        else:
             actions.append(Write(path, text))
-    for path in sorted(set(owned) - set(wanted)):
-        if _ownership(root, path, owned) == "ours":
+    for path in sorted(set(owned) - set(files)):
+        state, _ = _ownership(root, path, owned)
+        if state == "ours":
             actions.append(Remove(path))
+        elif state == "absent":
+            actions.append(Forget(path))
     return actions
 
 
@@ -99,52 +143,94 @@ def removal_actions(root: SysRoot) -> list:
     owned = read_manifest(root)
     out = []
     for path in sorted(owned):
-        state = _ownership(root, path, owned)
+        state, _ = _ownership(root, path, owned)
         if state == "ours":
             out.append(Remove(path))
-        elif state == "admin":
-            out.append(Keep(path, "changed by an admin since mxrc-systemd wrote it"))
+        elif state == "absent":
+            out.append(Forget(path))
+        else:
+            out.append(Keep(path, "changed by an admin since mxrc-systemd wrote it" if state == "admin"
+                            else "a symlink or not a regular file on the way; not followed"))
     return out
 
 
-def write_atomic(target: Path, content: str, mode: int = 0o644) -> None:
+def write_atomic(target: Path, content: str | bytes, mode: int = 0o644) -> None:
+    """A temp file next to `target`, fsync, rename: a reader sees the old or the new file, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
+def write_under(root: SysRoot, rel: str, content: str | bytes, mode: int = 0o644) -> None:
+    """write_atomic of `rel` under the root, never through a symlink (UnsafePath)."""
+    paths.make_dirs(root, os.path.dirname(rel))
+    paths.check_no_symlink(root, rel)
+    write_atomic(root.path(rel), content, mode)
+
+
+def _write_manifest(root: SysRoot, owned: dict) -> None:
+    write_under(root, MANIFEST, format_manifest(owned))
+
+
+def remove_stale_temp_files(root: SysRoot, rels) -> None:
+    """Temp files of writes a kill interrupted (call with the lock held: no writer is running)."""
+    by_dir: dict[str, set[str]] = {}
+    for rel in rels:
+        by_dir.setdefault(os.path.dirname(rel), set()).add(os.path.basename(rel))
+    for directory, names in sorted(by_dir.items()):
+        for stale in paths.stale_temp_files(root, directory, names):
+            root.path(stale).unlink(missing_ok=True)
+            log.info("removed %s (left by an interrupted write)", stale)
+
+
 def execute(root: SysRoot, actions: list) -> bool:
-    """Carry out the actions and update the manifest; True when a unit file changed."""
-    owned = read_manifest(root)
+    """Carry out the actions and update the manifest; True when a unit file changed.
+
+    Crash safety: the new digests are added to the manifest *before* any file
+    is written, so that whatever the moment of a kill, every file of ours is
+    vouched for; the final manifest then keeps one digest per path.
+    """
+    owned = {path: set(d) for path, d in read_manifest(root).items()}
+    remove_stale_temp_files(root, [a.path for a in actions] + list(owned) + [MANIFEST, HARDWARE])
+    writes = [a for a in actions if isinstance(a, (Write, Adopt))]
+    for action in writes:
+        owned.setdefault(action.path, set()).add(sha256(action.content))
+    if writes:
+        _write_manifest(root, owned)        # the intent
     changed = False
     for action in actions:
         if isinstance(action, Write):
-            write_atomic(root.path(action.path), action.content)
-            owned[action.path] = sha256(action.content)
+            write_under(root, action.path, action.content)
             changed = True
             log.info("wrote %s", action.path)
         elif isinstance(action, Remove):
+            paths.check_no_symlink(root, action.path)
             root.path(action.path).unlink(missing_ok=True)
-            owned.pop(action.path, None)
-            _remove_empty_dir(root.path(action.path).parent)
+            if paths.ownable(action.path).prune_parent:
+                _remove_empty_dir(root.path(action.path).parent)
             changed = True
             log.info("removed %s", action.path)
-    if changed or not root.exists(MANIFEST):
-        write_atomic(root.path(MANIFEST), format_manifest(owned))
+        if isinstance(action, (Write, Adopt)):
+            owned[action.path] = {sha256(action.content)}
+        elif isinstance(action, (Remove, Forget)):
+            owned.pop(action.path, None)
+    final = {path: frozenset(d) for path, d in owned.items()}
+    if writes or changed or any(isinstance(a, Forget) for a in actions) or not root.exists(MANIFEST):
+        _write_manifest(root, final)
     return changed
 
 
@@ -156,15 +242,18 @@ def _remove_empty_dir(directory: Path) -> None:
 
 
 def record_hardware(root: SysRoot, fingerprint: dict) -> None:
-    write_atomic(root.path(HARDWARE), json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
+    write_under(root, HARDWARE, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
 
 
 def recorded_hardware(root: SysRoot) -> dict | None:
-    text = root.read_text(HARDWARE)
+    """The fingerprint of the last apply; None when absent or unusable (then apply runs again)."""
     try:
-        return json.loads(text) if text else None
-    except json.JSONDecodeError:
+        data = paths.read_bytes(root, HARDWARE)
+        value = json.loads(data) if data else None
+    except (UnsafePath, ValueError):   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        log.warning("%s is unreadable; treating the hardware as unknown", HARDWARE)
         return None
+    return value if isinstance(value, dict) else None
 
 
 def daemon_reload(root: SysRoot) -> None:

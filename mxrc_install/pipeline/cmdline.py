@@ -20,41 +20,57 @@ class KernelCmdline:
     rcu_nocbs: frozenset[int] | None = None
     irqaffinity: frozenset[int] | None = None
     errors: tuple[str, ...] = ()
+    isolcpus_ignored: tuple[str, ...] = ()        # later isolcpus= values: the kernel keeps the first
+    isolcpus_unknown_flags: tuple[str, ...] = ()  # flags this kernel skips
 
 
-def _params(raw: str) -> dict[str, str]:
-    """Last value wins, as in the kernel; quoted values and bare flags tolerated."""
+def _words(raw: str) -> list[tuple[str, str]]:
+    """(key, value) in order, up to "--" (the rest is for init); quotes tolerated."""
     try:
         words = shlex.split(raw)
     except ValueError:
         words = raw.split()
-    params = {}
+    out = []
     for word in words:
-        if word == "--":  # the rest is for init
+        if word == "--":
             break
         key, _, value = word.partition("=")
-        params[key] = value
-    return params
+        out.append((key, value))
+    return out
 
 
-def parse_isolcpus(value: str, last_cpu: int | None) -> tuple[frozenset[int], frozenset[str]]:
-    """`isolcpus=[flag,...,]cpulist`: flags come first; the CPU list may itself contain commas."""
+def parse_isolcpus(value: str, last_cpu: int | None) -> tuple[frozenset[int], frozenset[str], tuple[str, ...]]:
+    """`isolcpus=[flag,...,]cpulist` read as kernel/sched/isolation.c does.
+
+    Leading alphabetic words followed by a comma are flags; unknown ones are
+    skipped (returned third); no flag at all means "domain".
+    """
     parts = value.split(",")
-    flags = []
-    while parts and parts[0] in ISOLCPUS_FLAGS:
-        flags.append(parts.pop(0))
-    if not parts:
+    flags, unknown = [], []
+    while len(parts) > 1 and parts[0][:1].isascii() and parts[0][:1].isalpha():
+        word = parts.pop(0)
+        if word in ISOLCPUS_FLAGS:
+            flags.append(word)
+        elif all(c.isascii() and (c.isalpha() or c == "_") for c in word):
+            unknown.append(word)
+        else:
+            raise CpuListError(f"isolcpus={value!r}: invalid flag {word!r}; the kernel ignores this isolcpus=")
+    if not parts or not parts[0] or parts[0][:1].isalpha() and parts[0] != "N":
         raise CpuListError(f"isolcpus={value!r}: flags but no CPU list")
-    return parse_cpulist(",".join(parts), last_cpu), frozenset(flags or {"domain"})
+    return parse_cpulist(",".join(parts), last_cpu), frozenset(flags or {"domain"}), tuple(unknown)
 
 
 def parse_cmdline(raw: str, last_cpu: int | None = None) -> KernelCmdline:
-    params = _params(raw)
+    words = _words(raw)
+    params = dict(words)  # last value wins, as in the kernel, except for isolcpus=
+    isolcpus = [v for k, v in words if k == "isolcpus"]
     found: dict = {}
     errors = []
-    if "isolcpus" in params:
+    if isolcpus:
+        found["isolcpus_ignored"] = tuple(isolcpus[1:])
         try:
-            found["isolcpus"], found["isolcpus_flags"] = parse_isolcpus(params["isolcpus"], last_cpu)
+            found["isolcpus"], found["isolcpus_flags"], found["isolcpus_unknown_flags"] = \
+                parse_isolcpus(isolcpus[0], last_cpu)
         except CpuListError as exc:
             errors.append(str(exc))
     for key in ("nohz_full", "rcu_nocbs", "irqaffinity"):

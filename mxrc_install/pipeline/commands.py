@@ -6,19 +6,20 @@ import logging
 import shutil
 import sys
 
-from mxrc_install.pipeline import activate, apply, config, expected, isolate, plan, probe, report, unitgraph
+from mxrc_install.pipeline import (activate, apply, config, expected, isolate, lock, paths, plan, probe, report,
+                                   unitgraph)
 
 from mxrc_install import names, process
 from mxrc_install.cpulist import format_cpulist
-from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS
+from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)
 
 
 def load_config(root: SysRoot) -> config.Config:
-    text = root.read_text(config.CONFIG_PATH)
-    return config.parse_config(text, config.CONFIG_PATH) if text is not None else config.Config()
+    text = root.read_setting(config.CONFIG_PATH)
+    return config.parse_config(text, str(root.path(config.CONFIG_PATH))) if text is not None else config.Config()
 
 
 def can_probe(root: SysRoot) -> bool:
@@ -38,9 +39,9 @@ def exit_code_for(result: plan.Plan, kept: bool = False) -> int:
     return EXIT_WARNINGS if kept and code == EXIT_OK else code
 
 
-def print_findings(result: plan.Plan, out=sys.stdout) -> None:
+def print_findings(result: plan.Plan, out=None) -> None:
     for line in report.finding_lines(result.findings):
-        print(line, file=out)
+        print(line, file=out or sys.stdout)   # not bound at import: stdout may be replaced
 
 
 def changed_paths(actions: list) -> set[str]:
@@ -71,15 +72,20 @@ def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None
 
 
 def run_apply(root: SysRoot, booting: bool = False) -> int:
+    with lock.exclusive(root):
+        return _apply_locked(root, booting)
+
+
+def _apply_locked(root: SysRoot, booting: bool) -> int:
     cfg = load_config(root)  # a bad config stops here, before anything is written
     if not can_probe(root):
-        apply.write_atomic(root.path(apply.FIRST_BOOT), "")
+        apply.write_under(root, apply.FIRST_BOOT, "")
         print("mxrc-systemd: no running system to probe (image build or chroot): the hardware is "
               "probed and the units adapted at first boot by mxrc-systemd-hardware.service")
         return EXIT_OK
     facts = probe.read_facts(root)
     result = plan.make_plan(facts, cfg)
-    actions = apply.actions_for(root, result)
+    actions = apply.actions_for(root, result.owned_files())
     changed = apply.execute(root, actions)
     apply.record_hardware(root, plan.hardware_fingerprint(facts))
     root.path(apply.FIRST_BOOT).unlink(missing_ok=True)
@@ -148,14 +154,20 @@ def verify(root: SysRoot) -> int:
 
 
 def uninstall(root: SysRoot, purge: bool) -> int:
+    with lock.exclusive(root):
+        return _uninstall_locked(root, purge)
+
+
+def _uninstall_locked(root: SysRoot, purge: bool) -> int:
     actions = apply.removal_actions(root)
     changed = apply.execute(root, actions)
     for a in actions:
         if isinstance(a, apply.Keep):
             print(f"kept {a.path}: {a.reason}")
     if purge:
-        for rel in (apply.STATE_DIR,):
-            shutil.rmtree(root.path(rel), ignore_errors=True)
+        paths.check_no_symlink(root, apply.STATE_DIR)
+        shutil.rmtree(root.path(apply.STATE_DIR), ignore_errors=True)
+        paths.check_no_symlink(root, config.CONFIG_PATH)
         root.path(config.CONFIG_PATH).unlink(missing_ok=True)
     for line in isolate.stop(root):   # interrupts, workqueues, idle states as they were
         print(f"restored {line}")
@@ -184,7 +196,12 @@ def isolate_command(root: SysRoot, action: str) -> int:
 
 
 def capture(root: SysRoot, dest) -> int:
-    """Copy exactly what the probes read into DEST: a new robot becomes a test fixture."""
+    """Copy exactly what the probes read into DEST: a new robot becomes a test fixture.
+
+    DEST must be new or empty: files left from another capture (an RT kernel's
+    /sys/kernel/realtime over a standard kernel's) would describe another machine."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserError(f"capture: {dest} exists and is not an empty directory; give a new directory")
     count = 0
     # The MXRC unit files and drop-ins too: the plan's dependency findings read them.
     unit_files = [f for unit in unitgraph.MXRC_UNITS for f in unitgraph.unit_files(root, unit)]
@@ -216,17 +233,21 @@ def shown(value) -> str:
     return str(value)
 
 
-def config_show_or_set(root: SysRoot, assignments: list[str]) -> int:
+def config_show_or_set(root: SysRoot, assignments: list[str], check: bool = False) -> int:
+    if check:   # validate only: the postinst asks this for each debconf answer
+        for a in assignments:
+            config.parse_assignment(a)
+        return EXIT_OK
     if not assignments:
         cfg = load_config(root)
         for key, (field, _) in config.KEYS.items():
             print(f"{key} = {shown(getattr(cfg, field))}")
         return EXIT_OK
     values = dict(config.parse_assignment(a) for a in assignments)
-    text = root.read_text(config.CONFIG_PATH)
-    new = config.set_values(text if text is not None else config.DEFAULT_FILE, values)
-    config.parse_config(new)  # the whole file must stay valid
-    if new != text:
-        apply.write_atomic(root.path(config.CONFIG_PATH), new)
+    with lock.exclusive(root):
+        text = root.read_setting(config.CONFIG_PATH)
+        new = config.set_values(text if text is not None else config.DEFAULT_FILE, values)
+        config.parse_config(new, str(root.path(config.CONFIG_PATH)))  # the whole file must stay valid
+        if new != text:
+            apply.write_under(root, config.CONFIG_PATH, new)
     return EXIT_OK
-

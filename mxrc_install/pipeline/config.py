@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import re
 
-from mxrc_install.cpulist import CpuListError, parse_cpulist
+from mxrc_install.cpulist import CpuListError, is_ascii_number, parse_cpulist
 from mxrc_install.exits import UserError
 
 CONFIG_PATH = "/etc/mxrc/mxrc-systemd.conf"
@@ -54,7 +54,7 @@ def parse_rt_cpus(value: str):
 
 
 def _int_in(name: str, value: str, lo: int, hi: int, hint: str) -> int:
-    if not value.strip().isdigit() or not lo <= int(value) <= hi:
+    if not is_ascii_number(value.strip()) or len(value.strip()) > 12 or not lo <= int(value) <= hi:
         raise ConfigError(f"{name} = {value!r}: must be a whole number from {lo} to {hi}{hint}")
     return int(value)
 
@@ -65,7 +65,7 @@ SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 def parse_size(value: str):
     if _auto(value):
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", value, re.I)
+    match = re.fullmatch(r"\s*([0-9]{1,15})\s*([KMGT]?)i?B?\s*", value, re.I | re.ASCII)
     if not match or int(match.group(1)) == 0:
         raise ConfigError(f"rt.memory_max = {value!r}: use a size such as 2G or 512M, or 'auto'")
     size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
@@ -82,7 +82,10 @@ def parse_quota(value: str):
 
 
 def parse_listen(value: str) -> str:
+    address, _, scope = value.strip().partition("%")
     try:
+        if scope and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", scope):
+            raise ValueError(scope)   # an interface name; a space would reach ExecStart= as an argument
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
         raise ConfigError(f"monitor.listen = {value!r}: not an IP address; use 0.0.0.0 (all), "
@@ -129,8 +132,31 @@ KEYS = {
 }
 
 
+# debconf question (mxrc-systemd/NAME) -> setting, in the order they are asked.
+# The config script and the postinst spell the same pairs; tests/unit/test_debconf.py
+# checks they agree with this table and with the templates. Their answers are
+# checked by `mxrc-systemd config --check KEY=VALUE`, i.e. by KEYS above: one validator.
+DEBCONF_QUESTIONS = {
+    "rt_cpus": "rt.cpus",
+    "rt_priority": "rt.priority",
+    "watchdog_sec": "rt.watchdog_sec",
+    "memory_max": "rt.memory_max",
+    "cpu_quota": "rt.cpu_quota",
+    "isolation_mode": "isolation.mode",
+    "boot_cmdline": "isolation.boot_cmdline",
+    "boot_optimize": "boot.optimize",
+    "reapply_on_hardware_change": "boot.reapply_on_hardware_change",
+}
+MONITOR_DEBCONF_QUESTIONS = {   # asked by mxrc-monitor (mxrc-monitor/NAME)
+    "listen": "monitor.listen",
+    "port": "monitor.port",
+}
+
+
 def parse_config(text: str, source: str = CONFIG_PATH) -> Config:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",))
+    if "\0" in text:
+        raise ConfigError(f"{source}: contains a NUL byte; correct the file or remove it to use the defaults")
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
@@ -155,6 +181,8 @@ def parse_assignment(text: str) -> tuple[str, str]:
     name = name.strip()
     if not sep or name not in KEYS:
         raise ConfigError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(KEYS)}")
+    if any(c in value for c in "\n\r\0#"):   # would end the value or start a comment in the file
+        raise ConfigError(f"{name} = {value!r}: a value is one line without '#' or NUL")
     KEYS[name][1](value)
     return name, value.strip()
 
@@ -204,8 +232,10 @@ memory_max = auto
 cpu_quota = auto
 
 [monitor]
-listen = 0.0.0.0
-port = 9558
+# Asked by mxrc-monitor (dpkg-reconfigure mxrc-monitor), which writes them here;
+# left unset until then so that its preseeded answers are not overridden.
+# listen = 0.0.0.0
+# port = 9558
 
 [boot]
 optimize = yes

@@ -79,7 +79,7 @@ def settings_for(root: SysRoot, rt: frozenset[int], housekeeping: frozenset[int]
 def parse_stat_flags(stat: str) -> int | None:
     """The flags field (9th) of /proc/PID/stat; comm may hold spaces and parentheses."""
     fields = stat.rpartition(")")[2].split()
-    return int(fields[6]) if len(fields) > 6 and fields[6].isdigit() else None
+    return int(fields[6]) if len(fields) > 6 and fields[6].isascii() and fields[6].isdigit() else None
 
 
 def movable_kernel_threads(root: SysRoot, rt: frozenset[int]) -> list[int]:

@@ -136,6 +136,7 @@ def kernel_findings(facts: Facts, rt: frozenset[int]) -> list[Finding]:
                            grub_fix(f"isolcpus=managed_irq,domain,{rt_list}")))
     for error in facts.cmdline.errors:
         out.append(Finding("cmdline-unparsable", error, "correct the kernel command line"))
+    out += isolcpus_syntax_findings(facts.cmdline, rt_list)
     if facts.preempt_rt is False:
         out.append(Finding("kernel-not-rt", f"kernel {facts.kernel_release or ''} is not PREEMPT_RT: jitter < 50 us is "
                            "not achievable", "apt install linux-image-rt-amd64 and reboot into it"))
@@ -143,6 +144,26 @@ def kernel_findings(facts: Facts, rt: frozenset[int]) -> list[Finding]:
         out.append(Finding("rt-group-sched", "the kernel has CONFIG_RT_GROUP_SCHED=y: SCHED_FIFO fails inside services "
                            "whose cgroup has no RT budget", "boot a kernel without RT group scheduling "
                            "(Debian's linux-image-rt-amd64 has none)"))
+    return out
+
+
+def isolcpus_syntax_findings(cmd, rt_list: str) -> list[Finding]:
+    """What the kernel does with isolcpus= unlike what it seems to say (kernel/sched/isolation.c)."""
+    out = []
+    first = f"isolcpus={rt_list}" if not cmd.isolcpus else f"isolcpus={format_cpulist(cmd.isolcpus)}"
+    for value in cmd.isolcpus_ignored:
+        out.append(Finding("isolcpus-duplicate",
+                           f"isolcpus={value} is ignored: the kernel keeps only the first isolcpus= ({first})",
+                           grub_fix(f"one isolcpus=managed_irq,domain,{rt_list}")))
+    for flag in cmd.isolcpus_unknown_flags:
+        out.append(Finding("isolcpus-unknown-flag",
+                           f"isolcpus= flag {flag!r} is unknown to the kernel and skipped",
+                           grub_fix(f"isolcpus=managed_irq,domain,{rt_list} (flags: nohz, domain, managed_irq)")))
+    if cmd.isolcpus and "domain" not in cmd.isolcpus_flags:
+        out.append(Finding("isolcpus-no-domain",
+                           f"isolcpus={','.join(sorted(cmd.isolcpus_flags))},... has no 'domain' flag: the "
+                           f"scheduler still balances other tasks onto CPUs {format_cpulist(cmd.isolcpus)}",
+                           grub_fix(f"isolcpus=managed_irq,domain,{rt_list}")))
     return out
 
 

@@ -82,9 +82,10 @@ def _cpulist(root: SysRoot, rel: str) -> frozenset[int] | None:
     if text is None:
         return None
     try:
-        return parse_cpulist(text)
+        cpus = parse_cpulist(text)
     except CpuListError:
         return None
+    return cpus or None   # an empty list is no information: never "no CPUs" (CPUAffinity= empty)
 
 
 def _index(path: str, prefix: str) -> int:
@@ -102,7 +103,7 @@ def read_cpus(root: SysRoot) -> Cpus:
             siblings[_index(rel, "cpu")] = found
     for rel in root.glob(f"{base}/cpu[0-9]*/topology/physical_package_id"):
         text = (root.read_text(rel) or "").strip()
-        if text.lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]{1,9}", text):
             packages[_index(rel, "cpu")] = int(text)
     if online is None:
         # No sysfs (a chroot): fall back to what topology we saw, else one CPU.

@@ -45,21 +45,22 @@ def mxrc_dropins(p) -> dict:
     # dependencies (after basic.target): the "before" of SC-006.
     unit_section = "" if p.boot_optimize else "[Unit]\nDefaultDependencies=yes\n\n"
     # AllowedCPUs= is the cgroup's cpuset: unlike CPUAffinity= (the starting
-    # mask) no thread of mxrc-rt can leave it, whatever it calls.
+    # mask) no thread of mxrc-rt can leave it, whatever it calls. Like
+    # CPUAffinity= it adds to the unit's value: an empty assignment first.
     partition = ("" if p.isolation != "auto" else
                  f"# Where the kernel supports it, the RT CPUs become an isolated cpuset partition\n"
                  f"# (no load balancing onto them); '-': an older kernel keeps a plain cpuset.\n"
                  f"ExecStartPre=+-/bin/sh -c 'echo isolated > {CPUSET_PARTITION}'\n")
     return {
-        names.RT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={rt}\nAllowedCPUs={rt}\n"
+        names.RT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={rt}\nAllowedCPUs=\nAllowedCPUs={rt}\n"
                    f"NUMAMask=\nNUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}\n"
                    f"CPUSchedulingPriority={p.rt_priority}\nLimitRTPRIO={p.rt_priority}\n"
                    f"CPUQuota={p.cpu_quota_percent}%\nMemoryMax={p.memory_max}\n"
                    f"WatchdogSec={p.watchdog_sec}s\n{partition}"),
-        names.RT_SLICE: f"[Slice]\nAllowedCPUs={rt}\n",
-        names.NONRT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nAllowedCPUs={nonrt}\n"
+        names.RT_SLICE: f"[Slice]\nAllowedCPUs=\nAllowedCPUs={rt}\n",
+        names.NONRT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nAllowedCPUs=\nAllowedCPUs={nonrt}\n"
                       f"MemoryMax={p.memory_max}\nWatchdogSec={p.watchdog_sec}s\n"),
-        names.MONITOR: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nAllowedCPUs={nonrt}\n"
+        names.MONITOR: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nAllowedCPUs=\nAllowedCPUs={nonrt}\n"
                         f"ExecStart=\nExecStart=/usr/bin/mxrc-monitor --listen {p.monitor_listen} "
                         f"--port {p.monitor_port}\n"),
     }
@@ -70,7 +71,7 @@ def isolation_dropins(p) -> dict:
     if p.isolation != "auto" or p.rt_cpus == p.nonrt_cpus:
         return {}
     housekeeping, rt = _spaced(p.nonrt_cpus), format_cpulist(p.rt_cpus)
-    out = {s: f"[Slice]\nAllowedCPUs={housekeeping}\n" for s in FOREIGN_SLICES}
+    out = {s: f"[Slice]\nAllowedCPUs=\nAllowedCPUs={housekeeping}\n" for s in FOREIGN_SLICES}
     # irqbalance (1.8+, Debian 12 has 1.9) leaves banned CPUs' interrupts alone;
     # its own /etc/default/irqbalance still wins (EnvironmentFile= overrides).
     out[IRQBALANCE] = f"[Service]\nEnvironment=IRQBALANCE_BANNED_CPULIST={rt}\n"

@@ -1,5 +1,7 @@
 """Compile and run the C++ header's tests (plain and under ASan/UBSan), and the reference RT loop."""
 
+import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -23,6 +25,15 @@ def test_header_unit_tests(tmp_path, extra):
     assert proc.stdout.strip().endswith(" 0 failed") and "passed" in proc.stdout
 
 
+@pytest.mark.parametrize("fake", ["@2026-01-01 00:00:00", "+0 x10"], ids=["frozen-start", "fast"])
+def test_header_unit_tests_pass_under_faked_time(tmp_path, fake):
+    """#15: reproducible-build tools run the build's tests under faketime; nothing here may need the real clock."""
+    binary = tmp_path / "a.out"
+    subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "tests/cpp/test_systemd.cpp"), "-o", str(binary)], check=True)
+    proc = subprocess.run(["faketime", "-f", fake, str(binary)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(" 0 failed"), proc.stdout + proc.stderr
+
+
 def test_header_is_self_contained_and_warning_free_in_cxx20(tmp_path):
     source = tmp_path / "only.cpp"
     source.write_text("#include <mxrc/systemd.hpp>\nint main() { return mxrc::systemd::notify(\"X=1\") ? 1 : 0; }\n")
@@ -43,3 +54,79 @@ def test_reference_loop_builds_and_stops_on_sigterm(tmp_path):
     # Outside systemd the journal entry falls back to stderr; SIGTERM ends it cleanly.
     assert proc.returncode == 0, err
     assert "MESSAGE=mxrc-rt reference loop started:" in err and "mlockall=" in err
+
+
+def test_reference_loop_triggers_the_watchdog_when_its_heartbeat_stalls(tmp_path):
+    """End to end outside systemd: a socket stands in for NOTIFY_SOCKET; hang:1 stops the beats."""
+    binary = tmp_path / "mxrc-rt"
+    subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "examples/mxrc-rt-reference.cpp"), "-o", str(binary)],
+                   check=True)
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(20)
+        env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000",
+               "MXRC_FAULT": "hang:1", "MXRC_STALL_BUDGET_MS": "100"}
+        proc = subprocess.Popen([str(binary)], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            messages = []
+            while not any("WATCHDOG=trigger" in m for m in messages):
+                messages.append(server.recv(4096).decode())
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+    assert any(m.startswith("READY=1") and "stall_budget_ms=100" in m for m in messages), messages
+    assert "WATCHDOG=1" in messages  # it pinged while the loop beat
+    trigger = messages[-1]
+    assert re.fullmatch(r"STATUS=control loop stalled: no heartbeat for \d+ ms \(budget 100 ms\)\n"
+                        r"WATCHDOG=trigger", trigger), trigger
+    assert "injected hang: the loop stops beating" in err
+
+
+MAIN = """#include <mxrc/systemd.hpp>
+int main() {
+    mxrc::systemd::Heartbeat heartbeat;
+    mxrc::systemd::Watchdog watchdog(heartbeat);
+    watchdog.set_stall_budget(std::chrono::milliseconds(100));
+    watchdog.start();
+    heartbeat.beat();
+    return mxrc::systemd::notify("READY=1") ? 1 : 0;
+}
+"""
+
+
+def doc_block(language: str, containing: str = "") -> str:
+    """A fenced code block of docs/integration.md: the examples the doc shows are the ones built here."""
+    text = (REPO / "docs/integration.md").read_text()
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", text, re.M | re.S)
+    found = [b for b in blocks if containing in b]
+    assert found, f"docs/integration.md has no ```{language} block containing {containing!r}"
+    return found[0]
+
+
+@pytest.fixture
+def pkgconfig_env(tmp_path):
+    """mxrc-systemd.pc as debian/rules installs it, pointing at this tree's include/."""
+    pc_dir = tmp_path / "pkgconfig"
+    pc_dir.mkdir()
+    template = (REPO / "include/mxrc-systemd.pc.in").read_text()
+    (pc_dir / "mxrc-systemd.pc").write_text(template.replace("prefix=/usr", f"prefix={REPO}")
+                                            .replace("@VERSION@", "0"))
+    (tmp_path / "main.cpp").write_text(MAIN)
+    return {"PATH": "/usr/bin:/bin", "PKG_CONFIG_PATH": str(pc_dir)}
+
+
+def test_documented_pkg_config_command_builds(tmp_path, pkgconfig_env):
+    command = doc_block("sh", "pkg-config --cflags --libs mxrc-systemd").strip()
+    subprocess.run(["sh", "-ec", command], cwd=tmp_path, env=pkgconfig_env, check=True)
+    assert subprocess.run([str(tmp_path / "mxrc-controller")], env={}).returncode == 0
+
+
+def test_documented_cmake_project_builds(tmp_path, pkgconfig_env):
+    # cmake comes from dev/deps: MXRC's own builds use it, so the doc's example must work.
+    (tmp_path / "CMakeLists.txt").write_text(doc_block("cmake"))
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(tmp_path), "-B", str(build)], env=pkgconfig_env, check=True,
+                   capture_output=True)
+    subprocess.run(["cmake", "--build", str(build)], env=pkgconfig_env, check=True, capture_output=True)
+    assert subprocess.run([str(build / "mxrc-controller")], env={}).returncode == 0

@@ -4,7 +4,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <string>
+#include <vector>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -81,40 +83,129 @@ static void test_watchdog_timeout_honours_pid() {
     ::unsetenv("WATCHDOG_USEC");
 }
 
-static int pings = 0;
-static bool count_ping(std::string_view s) {
-    if (s == "WATCHDOG=1") ++pings;
+// Every message the watchdog sends, in order; the tests drive time explicitly
+// (tick(now)), so nothing here depends on the wall clock or on sleeps.
+static std::vector<std::string> sent;
+static bool record(std::string_view s) {
+    sent.emplace_back(s);
+    return true;
+}
+static int count_sent(const std::string& what) {
+    int n = 0;
+    for (const auto& s : sent) n += s.find(what) != std::string::npos;
+    return n;
+}
+
+using Clock = sd::Watchdog::Clock;
+using Action = sd::Watchdog::Action;
+static const Clock::time_point t0{};
+
+static void test_watchdog_pings_only_after_progress() {
+    sent.clear();
+    sd::Heartbeat heartbeat;
+    sd::Watchdog watchdog(heartbeat, std::chrono::seconds(30), &record);
+    CHECK(watchdog.period() == std::chrono::microseconds(7500000));
+    CHECK(watchdog.check_interval() == watchdog.period());  // no budget: wake up to ping only
+    CHECK(watchdog.tick(t0) == Action::none);  // no progress yet: a hung loop gets no ping
+    heartbeat.beat();
+    CHECK(watchdog.tick(t0 + std::chrono::milliseconds(7500)) == Action::ping && sent.size() == 1);
+    CHECK(watchdog.tick(t0 + std::chrono::seconds(15)) == Action::none);  // stalled: pings stop
+    CHECK(watchdog.tick(t0 + std::chrono::seconds(60)) == Action::none);  // ... and no trigger without a budget
+    heartbeat.beat();
+    heartbeat.beat();
+    CHECK(watchdog.tick(t0 + std::chrono::milliseconds(67500)) == Action::ping);
+    CHECK(count_sent("WATCHDOG=1") == 2 && count_sent("WATCHDOG=trigger") == 0);
+}
+
+static void test_check_interval_follows_the_budget() {
+    sd::Heartbeat heartbeat;
+    sd::Watchdog watchdog(heartbeat, std::chrono::seconds(30), &record);
+    watchdog.set_stall_budget(std::chrono::milliseconds(100));
+    CHECK(watchdog.check_interval() == std::chrono::milliseconds(25));
+    watchdog.set_stall_budget(std::chrono::milliseconds(2));
+    CHECK(watchdog.check_interval() == std::chrono::milliseconds(1));  // floor: never a busy loop
+    watchdog.set_stall_budget(std::chrono::seconds(60));
+    CHECK(watchdog.check_interval() == watchdog.period());
+    watchdog.set_stall_budget(std::chrono::milliseconds(-5));
+    CHECK(watchdog.stall_budget().count() == 0 && watchdog.check_interval() == watchdog.period());
+}
+
+// A healthy 1 kHz loop checked every 25 ms for 60 s: pings at the ping
+// period, never a trigger.
+static void test_progress_within_the_budget_never_triggers() {
+    sent.clear();
+    sd::Heartbeat heartbeat;
+    sd::Watchdog watchdog(heartbeat, std::chrono::seconds(30), &record);
+    watchdog.set_stall_budget(std::chrono::milliseconds(100));
+    int pings = 0, triggers = 0;
+    for (int step = 0; step <= 2400; ++step) {
+        for (int cycle = 0; cycle < 25; ++cycle) heartbeat.beat();
+        const Action a = watchdog.tick(t0 + step * std::chrono::milliseconds(25));
+        pings += a == Action::ping;
+        triggers += a == Action::trigger;
+    }
+    CHECK(triggers == 0 && !watchdog.triggered());
+    CHECK(pings == 9);  // at 0, 7.5, 15, ... 60 s: the ping rate does not follow the check rate
+}
+
+static void test_stall_beyond_the_budget_triggers_once() {
+    sent.clear();
+    sd::Heartbeat heartbeat;
+    sd::Watchdog watchdog(heartbeat, std::chrono::seconds(30), &record);
+    watchdog.set_stall_budget(std::chrono::milliseconds(100));
+    // Start-up before the first beat is not a stall: the budget is not armed yet.
+    CHECK(watchdog.tick(t0 + std::chrono::seconds(10)) == Action::none);
+    const auto t1 = t0 + std::chrono::seconds(20);
+    heartbeat.beat();
+    CHECK(watchdog.tick(t1) == Action::ping);
+    CHECK(watchdog.tick(t1 + std::chrono::milliseconds(100)) == Action::none);  // at the budget: still fine
+    CHECK(watchdog.tick(t1 + std::chrono::milliseconds(125)) == Action::trigger);
+    CHECK(watchdog.triggered());
+    CHECK(sent.back() == "STATUS=control loop stalled: no heartbeat for 125 ms (budget 100 ms)\nWATCHDOG=trigger");
+    heartbeat.beat();  // too late: systemd is killing the process, nothing more is sent
+    CHECK(watchdog.tick(t1 + std::chrono::seconds(8)) == Action::none);
+    CHECK(count_sent("WATCHDOG=trigger") == 1 && count_sent("WATCHDOG=1") == 1);
+}
+
+// A late pinger (the non-RT thread delayed 2 s) is not a stalled loop: the
+// heartbeat moved meanwhile.
+static void test_a_late_checker_is_not_a_stall() {
+    sent.clear();
+    sd::Heartbeat heartbeat;
+    sd::Watchdog watchdog(heartbeat, std::chrono::seconds(30), &record);
+    watchdog.set_stall_budget(std::chrono::milliseconds(100));
+    heartbeat.beat();
+    CHECK(watchdog.tick(t0) == Action::ping);
+    heartbeat.beat();
+    CHECK(watchdog.tick(t0 + std::chrono::seconds(2)) == Action::none && !watchdog.triggered());
+}
+
+// The thread: start() ticks at once, so a beat before start() yields a ping
+// the test can wait for without a clock; stop() wakes and joins it.
+static std::promise<void>* first_ping = nullptr;
+static bool signal_ping(std::string_view s) {
+    if (s == "WATCHDOG=1" && first_ping != nullptr) {
+        first_ping->set_value();
+        first_ping = nullptr;
+    }
     return true;
 }
 
-static void test_watchdog_pings_only_after_progress() {
-    sd::Heartbeat heartbeat;
-    sd::Watchdog watchdog(heartbeat, std::chrono::seconds(30), &count_ping);
-    CHECK(watchdog.period() == std::chrono::microseconds(7500000));
-    CHECK(!watchdog.tick());  // no progress yet: a hung loop gets no ping
-    heartbeat.beat();
-    CHECK(watchdog.tick() && pings == 1);
-    CHECK(!watchdog.tick() && pings == 1);  // stalled: pings stop
-    heartbeat.beat();
-    heartbeat.beat();
-    CHECK(watchdog.tick() && pings == 2);
-}
+static Clock::time_point frozen_now() { return t0; }
 
 static void test_watchdog_thread_runs_and_stops() {
+    std::promise<void> pinged;
+    first_ping = &pinged;
     sd::Heartbeat heartbeat;
-    pings = 0;
-    sd::Watchdog watchdog(heartbeat, std::chrono::milliseconds(40), &count_ping);
-    watchdog.start();
-    for (int i = 0; i < 10; ++i) {
-        heartbeat.beat();
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    watchdog.stop();
-    CHECK(pings >= 2);
-    const int after_stop = pings;
+    sd::Watchdog watchdog(heartbeat, std::chrono::seconds(30), &signal_ping, &frozen_now);
     heartbeat.beat();
-    std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    CHECK(pings == after_stop);
+    watchdog.start();
+    pinged.get_future().wait();
+    watchdog.stop();
+    CHECK(first_ping == nullptr);
+    sd::Watchdog disabled(heartbeat, std::chrono::microseconds(0), &signal_ping);
+    disabled.start();  // outside systemd: no thread, stop() returns at once
+    CHECK(!disabled.enabled());
 }
 
 static void test_journal_entry_fields(const std::string& dir) {
@@ -132,6 +223,20 @@ static void test_journal_entry_fields(const std::string& dir) {
     CHECK(got.size() >= binary.size() && got.compare(got.size() - binary.size(), binary.size(), binary) == 0);
 }
 
+// LOG_LEVEL is journalctl -p's name for PRIORITY, and cannot be set twice.
+static void test_journal_log_level_follows_priority() {
+    const char* names[] = {"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};
+    for (int p = 0; p <= 7; ++p) {
+        sd::journal::Entry entry(p, "m");
+        const std::string payload(entry.payload());
+        CHECK(payload.find("PRIORITY=" + std::to_string(p) + "\nLOG_LEVEL=" + names[p] + "\n") != std::string::npos);
+    }
+    sd::journal::Entry entry(LOG_WARNING, "m");
+    entry.field("LOG_LEVEL", "error").field("PRIORITY", "3").field("MESSAGE", "other");
+    CHECK(entry.dropped() == 3);
+    CHECK(std::string(entry.payload()) == "MESSAGE=m\nPRIORITY=4\nLOG_LEVEL=warning\n");
+}
+
 static void test_journal_entry_never_overflows() {
     sd::journal::BasicEntry<64> entry(LOG_INFO, "short");
     entry.field("BIG", std::string(100, 'x'));
@@ -146,8 +251,13 @@ int main() {
     test_notify_abstract_socket();
     test_watchdog_timeout_honours_pid();
     test_watchdog_pings_only_after_progress();
+    test_check_interval_follows_the_budget();
+    test_progress_within_the_budget_never_triggers();
+    test_stall_beyond_the_budget_triggers_once();
+    test_a_late_checker_is_not_a_stall();
     test_watchdog_thread_runs_and_stops();
     test_journal_entry_fields(dir);
+    test_journal_log_level_follows_priority();
     test_journal_entry_never_overflows();
     ::rmdir(dir.c_str());
     std::printf("%d passed, %d failed\n", passed, failed);

@@ -43,6 +43,8 @@ HARDWARE = {
     "16-four-gib-robot": Hardware(cpus=4, memory_gib=3.8, preempt_rt=True, cmdline="isolcpus=2-3"),
     # A typo in the kernel command line: reported, and the spec's CPUs used.
     "17-unparsable-cmdline": Hardware(cpus=4, preempt_rt=True, cmdline="ro quiet isolcpus=2-x"),
+    # isolcpus= given twice (the kernel uses the first), with an unknown flag and without domain.
+    "18-isolcpus-quirks": Hardware(cpus=4, preempt_rt=True, cmdline="isolcpus=nohz,bogus,2-3 isolcpus=2-3"),
 }
 
 

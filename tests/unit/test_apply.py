@@ -31,7 +31,7 @@ def test_apply_writes_owned_dropins_then_changes_nothing(machine, capsys):
              "user.slice", "machine.slice", "irqbalance.service")
     assert set(manifest) == {f"/etc/systemd/system/{u}.d/50-mxrc-hardware.conf" for u in units} | {
         "/etc/systemd/system.conf.d/50-mxrc-isolation.conf"}
-    assert manifest["/" + RT_DROPIN] == apply.sha256(text)
+    assert manifest["/" + RT_DROPIN] == {apply.sha256(text)}
     assert "9 file(s) changed" in capsys.readouterr().out
     stamps = {p: p.stat().st_mtime_ns for p in (machine / "etc").rglob("*.conf")}
     assert run(machine, "apply") == 0
@@ -156,3 +156,25 @@ def test_apply_with_bad_config_writes_nothing(machine, capsys):
     err = capsys.readouterr().err
     assert "rt.priority = '120'" in err and "1 to 99" in err
     assert not (machine / "etc/systemd").exists()
+
+
+def test_file_equal_to_the_plan_is_adopted_and_uninstalled(machine, capsys):
+    """An apply killed after writing a drop-in but before the manifest: the file is ours."""
+    run(machine, "apply")
+    text = (machine / RT_DROPIN).read_text()
+    (machine / "var/lib/mxrc-systemd/owned-files").write_text("")
+    assert run(machine, "apply") == 0
+    assert "0 file(s) changed" in capsys.readouterr().out
+    manifest = apply.parse_manifest((machine / "var/lib/mxrc-systemd/owned-files").read_text())
+    assert manifest["/" + RT_DROPIN] == {apply.sha256(text)}
+    assert run(machine, "uninstall") == 0
+    assert not (machine / RT_DROPIN).exists()
+
+
+def test_intent_lines_are_compacted_by_the_next_apply(machine):
+    run(machine, "apply")
+    manifest = machine / "var/lib/mxrc-systemd/owned-files"
+    before = manifest.read_text()
+    manifest.write_text(before + f"{'0' * 64}  /{RT_DROPIN}\n")
+    assert run(machine, "apply") == 0
+    assert manifest.read_text() == before

@@ -235,8 +235,10 @@ def refusing_commands(tmp_path_factory, capsys) -> set[str]:
             if refuses_root(tmp_path_factory.mktemp("root"), argv, capsys)}
 
 
-def sentences_about(text: str, keyword: str) -> list[str]:
-    return [s for s in re.split(r"[.;。]\s", text) if keyword in s and "--root" in s]
+def sentences_about(text: str, phrase: str) -> list[str]:
+    """The sentences that say PHRASE (spaces match any whitespace, as text is wrapped)."""
+    pattern = re.compile(r"\s+".join(map(re.escape, phrase.split())))
+    return [s for s in re.split(r"[.;。]\s", text) if pattern.search(s)]
 
 
 def named_commands(sentence: str) -> set[str]:
@@ -255,7 +257,8 @@ def test_root_claims_match_the_commands(tmp_path_factory, capsys):
     assert refusing == {"doctor", "jitter", "health-gate", "report", "boot-time record"}
     installer = INSTALLER.read_text()
     options = man_text(man_sections(MAN.read_text())["OPTIONS"])
-    for doc, refuse, ignore in ((installer, "거부", "무시"), (options, "refuse", "ignores")):
+    for doc, refuse, ignore in ((installer, "`--root` 를 거부", "`--root` 를 무시"),
+                                (options, "refuse --root", "ignores --root")):
         said = [named_commands(s) for s in sentences_about(doc, refuse)]
         assert said == [refusing], f"the sentence saying which commands refuse --root: {said}"
         assert [named_commands(s) for s in sentences_about(doc, ignore)] == [{"failover"}]

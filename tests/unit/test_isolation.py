@@ -23,15 +23,16 @@ def make(tmp_path, hw=SPEC, **config):
 def test_mxrc_rt_is_confined_by_its_cpuset_in_every_mode(tmp_path):
     for mode in ("auto", "kernel-only", "off"):
         result = make(tmp_path, isolation=mode)
-        assert "AllowedCPUs=2 3\n" in result.dropins[names.RT], mode
-        assert result.dropins[names.RT_SLICE].endswith("[Slice]\nAllowedCPUs=2 3\n"), mode
-        assert "AllowedCPUs=0 1\n" in result.dropins[names.NONRT], mode
+        # AllowedCPUs= adds to the unit's own value (mxrc-rt.service has 2 3): reset first.
+        assert "AllowedCPUs=\nAllowedCPUs=2 3\n" in result.dropins[names.RT], mode
+        assert result.dropins[names.RT_SLICE].endswith("[Slice]\nAllowedCPUs=\nAllowedCPUs=2 3\n"), mode
+        assert "AllowedCPUs=\nAllowedCPUs=0 1\n" in result.dropins[names.NONRT], mode
 
 
 def test_auto_keeps_every_other_slice_and_pid1_on_the_housekeeping_cpus(tmp_path):
     result = make(tmp_path)
     for s in render.FOREIGN_SLICES:
-        assert result.dropins[s].endswith("[Slice]\nAllowedCPUs=0 1\n"), s
+        assert result.dropins[s].endswith("[Slice]\nAllowedCPUs=\nAllowedCPUs=0 1\n"), s
     assert result.dropins[render.IRQBALANCE].endswith("Environment=IRQBALANCE_BANNED_CPULIST=2-3\n")
     assert result.files[render.MANAGER_CONF].endswith("[Manager]\nCPUAffinity=0 1\n")
     assert "cpuset.cpus.partition" in result.dropins[names.RT]

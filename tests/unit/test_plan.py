@@ -62,7 +62,7 @@ def test_golden_dropin_for_the_spec_machine(tmp_path):
     hw = Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True)
     result = plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, hw))))
     assert result.dropins["mxrc-rt.service"].split("\n", 2)[2] == (
-        "[Service]\nCPUAffinity=\nCPUAffinity=2 3\nAllowedCPUs=2 3\nNUMAMask=\nNUMAMask=0\n"
+        "[Service]\nCPUAffinity=\nCPUAffinity=2 3\nAllowedCPUs=\nAllowedCPUs=2 3\nNUMAMask=\nNUMAMask=0\n"
         "CPUSchedulingPriority=80\nLimitRTPRIO=80\nCPUQuota=200%\nMemoryMax=2147483648\nWatchdogSec=30s\n"
         "# Where the kernel supports it, the RT CPUs become an isolated cpuset partition\n"
         "# (no load balancing onto them); '-': an older kernel keeps a plain cpuset.\n"

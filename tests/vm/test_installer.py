@@ -5,6 +5,7 @@ RT process's scheduling, and the installer's own report.
 """
 
 import json
+import re
 
 from pathlib import Path
 
@@ -17,8 +18,26 @@ LIVE = ("systemctl show mxrc-rt.service mxrc-nonrt.service -p Id -p CPUAffinity 
 RT_SCHED = "chrt -p $(systemctl show -p MainPID --value mxrc-rt.service)"
 INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
            "/mnt/host/files/*.deb")
-# Answers for the medium-priority questions, in the order the config script asks.
-RECONFIGURE_ANSWERS = ["auto", "60", "25", "512M", "auto", "127.0.0.1", "9559"]
+# Answers for the medium-priority questions, in the order each config script asks.
+RECONFIGURE_ANSWERS = ["auto", "60", "25", "512M", "auto", "auto", "no"]
+RECONFIGURE_MONITOR_ANSWERS = ["127.0.0.1", "9559"]
+# A bad preseeded answer for every question: the install must succeed with the
+# defaults and a warning for each (issue #11).
+BAD_PRESEED = {
+    "mxrc-systemd/rt_cpus": ("string", "3-2"),
+    "mxrc-systemd/rt_priority": ("string", "0"),
+    "mxrc-systemd/watchdog_sec": ("string", "30s"),
+    "mxrc-systemd/memory_max": ("string", "32M"),
+    "mxrc-systemd/cpu_quota": ("string", "9"),
+    "mxrc-systemd/isolation_mode": ("select", "bogus"),
+    "mxrc-systemd/boot_cmdline": ("boolean", "maybe"),
+    "mxrc-systemd/boot_optimize": ("boolean", "maybe"),
+    "mxrc-systemd/reapply_on_hardware_change": ("boolean", "maybe"),
+    "mxrc-monitor/listen": ("string", "999.999.999.999"),
+    "mxrc-monitor/port": ("string", "0"),
+}
+PRESEED_BAD = "printf '%s\\n' " + " ".join(
+    f"'{q.split('/')[0]} {q} {t} {v}'" for q, (t, v) in BAD_PRESEED.items()) + " | debconf-set-selections"
 
 
 def live(result, step="live"):
@@ -33,18 +52,23 @@ ADMIN_DROPIN = "/etc/systemd/system/mxrc-rt.service.d/60-local.conf"
 def two_cpus(trixie_image, guest_files, upgrade_debs):
     """A 2-vCPU machine: too small for the spec; install, dpkg-reconfigure with new answers, upgrade."""
     answers = "\\n".join(RECONFIGURE_ANSWERS)
+    monitor_answers = "\\n".join(RECONFIGURE_MONITOR_ANSWERS)
     files = {**guest_files, **upgrade_debs}
 
     def scenario():
         with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), files) as vm:
             return vm.boot([
-                ("install", INSTALL),
+                ("preseed-bad", PRESEED_BAD),
+                ("install", f"{INSTALL} 2>&1"),
+                ("installed", "dpkg -l mxrc-systemd mxrc-monitor; cat /etc/mxrc/mxrc-systemd.conf"),
                 ("start", "systemctl start mxrc.target"),
                 ("live", LIVE),
                 ("plan", "mxrc-systemd plan; echo rc=$?"),
                 # A terminal program answered at its prompts, as an operator would.
                 ("reconfigure", f"printf '{answers}\\n' | script -qec "
-                                "'dpkg-reconfigure -freadline -pmedium mxrc-systemd' /dev/null"),
+                                "'dpkg-reconfigure -freadline -pmedium mxrc-systemd' /dev/null; "
+                                f"printf '{monitor_answers}\\n' | script -qec "
+                                "'dpkg-reconfigure -freadline -pmedium mxrc-monitor' /dev/null"),
                 ("config", "cat /etc/mxrc/mxrc-systemd.conf"),
                 # Settings that act at exec time (priority, watchdog) need a restart,
                 # which reconfigure leaves to the operator: it interrupts the robot.
@@ -61,6 +85,20 @@ def two_cpus(trixie_image, guest_files, upgrade_debs):
                 ("kept", f"cat /etc/mxrc/mxrc-systemd.conf; cat {ADMIN_DROPIN}; mxrc-systemd verify"),
             ])
     return testbed.run_scenario(scenario)
+
+
+def test_bad_preseed_for_every_question_installs_with_defaults(two_cpus):
+    install = two_cpus["install"]
+    assert install.ok, install.output
+    for question, (kind, value) in BAD_PRESEED.items():
+        if kind != "select":   # debconf itself puts a select outside its choices back to the default
+            assert f"preseeded {question} = '{value}' is invalid" in install.output, question
+    installed = two_cpus["installed"].output
+    for package in ("mxrc-systemd", "mxrc-monitor"):
+        assert re.search(rf"^ii\s+{package}\s", installed, re.M), installed
+    for default in ("cpus = auto", "priority = 80", "watchdog_sec = 30", "memory_max = auto",
+                    "cpu_quota = auto", "mode = auto", "boot_cmdline = no", "listen = 0.0.0.0", "port = 9558"):
+        assert default in installed, default
 
 
 def test_two_cpus_rt_on_the_last_cpu(two_cpus):
