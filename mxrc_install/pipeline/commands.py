@@ -6,8 +6,8 @@ import logging
 import shutil
 import sys
 
-from mxrc_install.pipeline import (activate, apply, config, expected, isolate, lock, paths, plan, probe, report,
-                                   unitgraph)
+from mxrc_install.pipeline import (activate, apply, config, expected, isolate, lock, paths, plan, probe,
+                                   report, unitgraph)
 
 from mxrc_install import names, process
 from mxrc_install.cpulist import format_cpulist
