@@ -303,6 +303,10 @@ SPEC_AND_SETTINGS = {
     (30, "%"): "SC-006 boot-time reduction",
     (5, "ms"): "issue 5: scrape p99 < 5 ms",
     (0.3, "x"): "issue 5: exporter CPU <= 0.3x node_exporter's",
+    (0.15, "x"): "issue 14: exporter CPU <= 0.15x node_exporter's",
+    (0.5, "s"): "bench: a scrape every 0.5 s during the connection flood (bench/exporter_cost.py)",
+    (20, "s"): "bench: run-serving-host scrapes for 20 s during the flood",
+    (50, "x"): "mxrc_monitor.rtcpu: the RT task scan runs at most every 50x its last duration",
     (90, "%"): "MxrcMemoryNearMax threshold (monitoring/mxrc.rules.yml)",
     (2, "min"): "MxrcMemoryNearMax 'for: 2m' (monitoring/mxrc.rules.yml)",
     (1, "min"): "MxrcMonitorDisconnected 'for: 1m' (monitoring/mxrc.rules.yml)",
@@ -397,9 +401,6 @@ def test_the_figure_check_catches_an_unsourced_figure(tmp_path, monkeypatch):
 
 # --- spec references -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="mxrc_install/ops/doctor.py (doctor helper) labels journald:size-cap "
-                   "FR-016, which is the spec's PrivateTmp=yes; the cap comes from assumption 10 and the "
-                   "'journald disk space' edge case, as docs/operations.md says")
 @pytest.mark.parametrize("journald", [{}, {"SystemMaxUse": "1G"}], ids=["missing", "in-force"])
 def test_journald_check_cites_the_spec_part_it_checks(journald):
     from mxrc_install.ops import doctor
