@@ -31,14 +31,14 @@ def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bo
                  grub_installed: bool = False, online: frozenset[int] = frozenset()) -> list[Command]:
     if not changed:
         return []
-    out = []
     # During boot PID 1 is busy starting units: it reads system.conf.d again at
     # the next boot, and the slices' cpusets already keep everyone else off.
     reexec = MANAGER_CONF in changed and not booting
+    out = [Command(("systemctl", "daemon-reexec" if reexec else "daemon-reload"))]
     if reexec and MANAGER_CONF in removed and online:
-        # Without CPUAffinity= a re-exec keeps PID 1's current mask: widen it first.
+        # Without CPUAffinity= the re-executed manager keeps its old mask (seen
+        # on systemd 257): widen PID 1 and its threads afterwards.
         out.append(Command(("taskset", "-a", "-p", "-c", format_cpulist(online), "1")))
-    out.append(Command(("systemctl", "daemon-reexec" if reexec else "daemon-reload")))
     if dropin_path(IRQBALANCE) in changed:
         out.append(Command(("systemctl", "try-restart", IRQBALANCE), ok=(0, NOT_LOADED)))
     if GRUB_CONF in changed and grub_installed:
@@ -46,9 +46,14 @@ def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bo
     return out
 
 
-def cgroup_resets(removed: set[str]) -> dict[str, str]:
-    """cgroup file -> value: a slice whose AllowedCPUs= went away gets every CPU back."""
-    return {f"/sys/fs/cgroup/{s}/cpuset.cpus": "" for s in FOREIGN_SLICES if dropin_path(s) in removed}
+def cgroup_resets(removed: set[str], online: frozenset[int]) -> dict[str, str]:
+    """cgroup file -> value: a slice whose AllowedCPUs= went away gets every CPU back.
+
+    Every online CPU, not the empty default: the kernel refuses an empty
+    cpuset for a cgroup with tasks (ENOSPC).
+    """
+    return {f"/sys/fs/cgroup/{s}/cpuset.cpus": format_cpulist(online)
+            for s in FOREIGN_SLICES if dropin_path(s) in removed and online}
 
 
 def reboot_note(changed: set[str], grub_installed: bool) -> str | None:

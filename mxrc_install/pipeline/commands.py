@@ -63,9 +63,14 @@ def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None
             log.info("%s: exit %d", " ".join(cmd.argv), done.rc)
             if done.rc not in cmd.ok:
                 print(f"mxrc-systemd: {done.failure()}", file=sys.stderr)
-        for path, value in activate.cgroup_resets(removed).items():
-            if root.exists(path):
+        for path, value in activate.cgroup_resets(removed, online).items():
+            if not root.exists(path):   # a slice nobody ever started (machine.slice)
+                continue
+            try:
                 root.path(path).write_text(value + "\n")
+            except OSError as exc:   # the files are gone already; the slice keeps a narrower cpuset
+                print(f"mxrc-systemd: could not widen {path} to {value}: {exc.strerror}; "
+                      "it is reset at the next reboot", file=sys.stderr)
     note = activate.reboot_note(changed, grub)
     if note:
         print(note)

@@ -159,7 +159,7 @@ RELOAD, REEXEC = ("systemctl", "daemon-reload"), ("systemctl", "daemon-reexec")
     ({render.MANAGER_CONF}, set(), True, False, [RELOAD]),   # never re-exec PID 1 mid-boot
     # systemd keeps PID 1's mask when CPUAffinity= goes away: widen it before the re-exec.
     ({render.MANAGER_CONF}, {render.MANAGER_CONF}, False, False,
-     [("taskset", "-a", "-p", "-c", "0-3", "1"), REEXEC]),
+     [REEXEC, ("taskset", "-a", "-p", "-c", "0-3", "1")]),
     ({dropin_path(render.IRQBALANCE)}, set(), False, False,
      [RELOAD, ("systemctl", "try-restart", "irqbalance.service")]),
     ({render.GRUB_CONF}, set(), False, True, [RELOAD, (activate.UPDATE_GRUB,)]),
@@ -176,8 +176,8 @@ def test_irqbalance_not_installed_is_not_an_error():
 
 
 def test_a_slice_whose_cpuset_went_away_gets_every_cpu_back():
-    assert activate.cgroup_resets({dropin_path("system.slice"), dropin_path(names.RT)}) == {
-        "/sys/fs/cgroup/system.slice/cpuset.cpus": ""}
+    removed = {dropin_path("system.slice"), dropin_path(names.RT)}
+    assert activate.cgroup_resets(removed, frozenset(range(4))) == {"/sys/fs/cgroup/system.slice/cpuset.cpus": "0-3"}
 
 
 def test_without_grub_the_admin_is_told_where_the_parameters_go():
