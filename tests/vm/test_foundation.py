@@ -56,8 +56,8 @@ def test_apt_install_succeeds_and_creates_the_user(install_run):
 
 def test_reference_processes_fill_the_documented_paths(install_run):
     out = install_run["alternatives"].output
-    assert "Value: /usr/lib/mxrc-reference/mxrc-rt" in out
-    assert "Value: /usr/lib/mxrc-reference/mxrc-nonrt" in out
+    assert "Value: /usr/libexec/mxrc-reference/mxrc-rt" in out
+    assert "Value: /usr/libexec/mxrc-reference/mxrc-nonrt" in out
 
 
 def test_target_and_services_enabled(install_run):
