@@ -39,6 +39,15 @@ def guest_files(debs):
     return {path.name: path for path in debs.values()}
 
 @pytest.fixture(scope="session")
+def source_tar(tmp_path_factory):
+    """The source tree (as dev/build-deb takes it) for autopkgtest inside a VM."""
+    target = tmp_path_factory.mktemp("source") / "mxrc-systemd-source.tar"
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(["tar", "-C", str(repo), "--exclude=./build", "--exclude=./.git", "--exclude=__pycache__",
+                    "--exclude=.pytest_cache", "-cf", str(target), "."], check=True)
+    return target
+
+@pytest.fixture(scope="session")
 def upgrade_debs(debs, tmp_path_factory):
     """The same packages with a higher version, to test what an upgrade does (name -> path)."""
     out = tmp_path_factory.mktemp("upgrade")

@@ -48,10 +48,31 @@ INSTALL = [
 ]
 
 PURGE = [
+    # Removing the package stops a running controller (its units go with it).
+    ("start-before-purge", "systemctl start mxrc.target"),
     ("purge", "DEBIAN_FRONTEND=noninteractive apt-get purge -y mxrc-systemd mxrc-monitor mxrc-reference "
               "mxrc-systemd-dev"),
+    ("active-after-purge", "systemctl is-active mxrc-rt.service mxrc-nonrt.service; true"),
     ("debconf-after-purge", "debconf-show mxrc-systemd"),
     ("files-after", f"{FILE_LIST} > /root/files-after; comm -13 /root/files-before /root/files-after"),
 ]
 
+# debian/tests against the installed packages (-B: nothing built, nothing
+# installed); the tests' Depends are in the image (testbed.AUTOPKGTEST_PACKAGES).
+AUTOPKGTEST = [
+    ("autopkgtest", "rm -rf /tmp/src && mkdir /tmp/src && tar -C /tmp/src -xf /mnt/host/files/mxrc-systemd-source.tar"
+                    " && autopkgtest --no-built-binaries --summary-file=/tmp/autopkgtest.summary /tmp/src -- null;"
+                    " rc=$?; echo '### summary'; cat /tmp/autopkgtest.summary; exit $rc"),
+]
 
+# No MXRC program (no mxrc-controller package): the services are skipped, not
+# failed into failover, and configuring the package says so.
+NO_CONTROLLER = [
+    ("remove-controller", "DEBIAN_FRONTEND=noninteractive apt-get remove -y mxrc-reference && "
+                          "systemctl stop mxrc.target mxrc-rt.service mxrc-nonrt.service"),
+    ("reconfigure-without-controller", "DEBIAN_FRONTEND=noninteractive dpkg-reconfigure mxrc-systemd 2>&1"),
+    ("start-without-controller", "systemctl start mxrc.target; sleep 3; "
+                                 "systemctl show -p ActiveState -p ConditionResult -p NRestarts -p Result "
+                                 "mxrc-nonrt.service mxrc-rt.service; systemctl is-active mxrc.target; "
+                                 "echo failover: $(systemctl list-units --all --no-legend --plain 'mxrc-failover@*' | wc -l)"),
+]

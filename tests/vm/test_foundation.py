@@ -10,7 +10,7 @@ import re
 
 import pytest
 import testbed
-from scenarios import INSTALL, PURGE, SERVICES
+from scenarios import AUTOPKGTEST, INSTALL, NO_CONTROLLER, PURGE, SERVICES
 
 from mxrc_install.ops.live import parse_show
 
@@ -18,14 +18,16 @@ RT_MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
 
 
 @pytest.fixture(scope="module")
-def trixie(trixie_image, guest_files):
+def trixie(trixie_image, guest_files, source_tar):
 
     def scenario():
-        with testbed.VM(trixie_image, RT_MACHINE, guest_files) as vm:
+        with testbed.VM(trixie_image, RT_MACHINE, {**guest_files, source_tar.name: source_tar}) as vm:
             first = vm.boot(INSTALL)
             second = vm.boot([
                 ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
                 ("critical-chain", "systemd-analyze critical-chain --no-pager mxrc-rt.service"),
+                *AUTOPKGTEST,
+                *NO_CONTROLLER,
                 *PURGE,
             ])
         return first, second
@@ -141,6 +143,30 @@ def test_critical_chain_at_boot_has_nonrt_before_rt(trixie):
 @pytest.fixture(params=["trixie", "bookworm"])
 def purge_run(request):
     return run_for(request, 1)
+
+
+def test_autopkgtests_pass_on_the_installed_packages(trixie):
+    _, second = trixie
+    out = second["autopkgtest"].output
+    summary = out.rpartition("### summary")[2].split()
+    assert summary == ["superficial", "PASS", "cxx-header", "PASS", "unit", "PASS", "controller", "PASS"], out[-3000:]
+    assert second["autopkgtest"].ok, out[-3000:]
+
+
+def test_without_a_controller_the_services_are_skipped_not_failed(trixie):
+    _, second = trixie
+    assert second["remove-controller"].ok, second["remove-controller"].output
+    assert "no MXRC program at /usr/libexec/mxrc/mxrc-rt" in second["reconfigure-without-controller"].output
+    out = second["start-without-controller"].output
+    for unit in parse_show(out)[:2]:
+        assert (unit["ActiveState"], unit["ConditionResult"], unit["NRestarts"]) == ("inactive", "no", "0"), out
+    assert "\nactive\n" in out and out.rstrip().endswith("failover: 0"), out
+
+
+def test_removing_the_package_stops_the_controller(purge_run):
+    assert purge_run["start-before-purge"].ok, purge_run["start-before-purge"].output
+    assert purge_run["active-after-purge"].output.split() == ["inactive", "inactive"], \
+        purge_run["active-after-purge"].output
 
 
 def test_purge_leaves_nothing_behind(purge_run):

@@ -52,6 +52,10 @@ PACKAGE_DEPENDENCIES = (
     "python3-distro", "python3-cpuinfo", "python3-pyudev",
 )
 
+# The autopkgtests (debian/tests) run inside a VM with the null runner; the
+# guest has no network, so the runner and the tests' Depends are in the image.
+AUTOPKGTEST_PACKAGES = ("autopkgtest", "g++", "pkgconf", "python3-pytest")
+
 # The peers the exporter is judged against (tests/vm/test_exporter.py, bench/):
 # a real Prometheus server and node_exporter's systemd collector.
 OBSERVABILITY_PACKAGES = ("prometheus", "prometheus-node-exporter")
@@ -104,7 +108,7 @@ MASKED_UNITS = (
 @dataclasses.dataclass(frozen=True)
 class ImageSpec:
     suite: str = "trixie"
-    packages: tuple[str, ...] = BASE_PACKAGES + PACKAGE_DEPENDENCIES
+    packages: tuple[str, ...] = BASE_PACKAGES + PACKAGE_DEPENDENCIES + AUTOPKGTEST_PACKAGES
     mirror: str = ""
     # An image build as an integrator does it: these files are copied into the
     # chroot's /tmp/image-files and `build_script` runs there (no running
