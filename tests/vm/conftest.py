@@ -30,6 +30,12 @@ def trixie_image():
     return testbed.build_image(testbed.ImageSpec(suite="trixie"))
 
 @pytest.fixture(scope="session")
+def autopkgtest_image():
+    spec = testbed.ImageSpec(suite="trixie", packages=testbed.ImageSpec().packages + testbed.AUTOPKGTEST_PACKAGES,
+                             flavour="autopkgtest")
+    return testbed.build_image(spec)
+
+@pytest.fixture(scope="session")
 def bookworm_image():
     return testbed.build_image(testbed.ImageSpec(suite="bookworm"))
 

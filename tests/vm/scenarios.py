@@ -58,7 +58,7 @@ PURGE = [
 ]
 
 # debian/tests against the installed packages (-B: nothing built, nothing
-# installed); the tests' Depends are in the image (testbed.AUTOPKGTEST_PACKAGES).
+# installed); the tests' Depends are in its image (testbed.AUTOPKGTEST_PACKAGES).
 AUTOPKGTEST = [
     ("autopkgtest", "rm -rf /tmp/src && mkdir /tmp/src && tar -C /tmp/src -xf /mnt/host/files/mxrc-systemd-source.tar"
                     " && autopkgtest --no-built-binaries --summary-file=/tmp/autopkgtest.summary /tmp/src -- null;"

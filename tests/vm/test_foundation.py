@@ -1,8 +1,8 @@
 """Acceptance for the foundation on a real systemd: install, start, order, RT placement, sandbox, purge.
 
 trixie (systemd 257), 4 vCPUs, isolcpus=2-3: the full scenario over two boots
-of one disk (the second shows the boot-time ordering). bookworm (systemd 252):
-the install path.
+of one disk (the second shows the boot-time ordering, runs the autopkgtests
+and the case of no MXRC program). bookworm (systemd 252): the install path.
 """
 
 import json
@@ -18,10 +18,10 @@ RT_MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
 
 
 @pytest.fixture(scope="module")
-def trixie(trixie_image, guest_files, source_tar):
+def trixie(autopkgtest_image, guest_files, source_tar):
 
     def scenario():
-        with testbed.VM(trixie_image, RT_MACHINE, {**guest_files, source_tar.name: source_tar}) as vm:
+        with testbed.VM(autopkgtest_image, RT_MACHINE, {**guest_files, source_tar.name: source_tar}) as vm:
             first = vm.boot(INSTALL)
             second = vm.boot([
                 ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
