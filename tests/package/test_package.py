@@ -1,6 +1,8 @@
 """Checks on the built packages that need no VM: lintian and systemd-analyze on the shipped units."""
 
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -153,3 +155,40 @@ def test_prometheus_rules_pass_promtool(command):
     # promtool comes with Debian's prometheus package (dev/deps installs it).
     proc = subprocess.run(["promtool", *command], cwd=REPO / "monitoring", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def run_with_systemd_dir(tmp_path, script: str, *args: str) -> str:
+    """Run a maintainer script with /run/systemd/system present (a private /run) and a recording
+    deb-systemd-invoke; what it was asked to do."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private /run")
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    for tool in ("deb-systemd-invoke", "deb-systemd-helper", "systemctl", "py3clean"):
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls\n')
+        (fake / tool).chmod(0o755)
+    (tmp_path / "calls").write_text("")
+    shell = f"mount -t tmpfs none /run && mkdir -p /run/systemd/system && PATH={fake}:$PATH sh -e {script} \"$@\""
+    subprocess.run(["unshare", "--mount", "sh", "-c", shell, "sh", *args], check=True)
+    return (tmp_path / "calls").read_text()
+
+
+@pytest.mark.parametrize("action, stops", [("remove", True), ("upgrade", False), ("deconfigure", False)])
+def test_prerm_stops_the_controller_only_on_remove(debs, tmp_path, action, stops):
+    subprocess.run(["dpkg-deb", "-e", str(debs["mxrc-systemd"]), str(tmp_path / "ctl")], check=True)
+    calls = run_with_systemd_dir(tmp_path, str(tmp_path / "ctl/prerm"), action, "0.1.0")
+    stopped = re.search(r"deb-systemd-invoke stop .*mxrc-rt\.service", calls) is not None
+    assert stopped is stops and "start" not in calls, calls
+    if stops:
+        assert "mxrc-nonrt.service" in calls and "mxrc.target" in calls
+
+
+def test_rules_clean_removes_what_a_build_leaves(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns("build", ".git", "__pycache__"))
+    for leftover in ("mxrc_systemd.egg-info", ".pybuild/cpython3_3.11", "build/lib/mxrc_install"):
+        (src / leftover).mkdir(parents=True)
+    (src / "debian/test_systemd").write_text("")
+    subprocess.run(["fakeroot", "debian/rules", "clean"], cwd=src, check=True, capture_output=True)
+    assert not [p for p in ("mxrc_systemd.egg-info", ".pybuild", "build", "debian/test_systemd")
+                if (src / p).exists()]
