@@ -148,8 +148,8 @@ def purge_run(request):
 def test_autopkgtests_pass_on_the_installed_packages(trixie):
     _, second = trixie
     out = second["autopkgtest"].output
-    summary = out.rpartition("### summary")[2].split()
-    assert summary == ["superficial", "PASS", "cxx-header", "PASS", "unit", "PASS", "controller", "PASS"], out[-3000:]
+    results = dict(line.split()[:2] for line in out.rpartition("### summary")[2].splitlines() if line.strip())
+    assert results == dict.fromkeys(["superficial", "cxx-header", "unit", "controller"], "PASS"), out[-3000:]
     assert second["autopkgtest"].ok, out[-3000:]
 
 
