@@ -40,7 +40,7 @@ def cmd_plan(args) -> int:
     commands, report = _module("pipeline.commands"), _module("pipeline.report")
     root = args.sysroot
     _, result = commands.current_plan(root)
-    current = {u: root.read_text(report.dropin_path(u)) for u in result.dropins}
+    current = {path: root.read_text(path) for path in result.owned_files()}
     print(report.plan_json(result, current) if args.json else report.plan_text(result, current), end="")
     return commands.exit_code_for(result)
 
@@ -84,6 +84,8 @@ COMMANDS = {
                call("pipeline.commands", "config_show_or_set", "assignments")),
     "configure": ("run the configure steps (called by the postinst)", cmd_configure),
     "steps": ("list the configure steps and whether each is enabled", cmd_steps),
+    "isolate": ("keep interrupts, workqueues, kernel threads and deep idle states off the RT CPUs, "
+                "or put them back (run by mxrc-isolation.service)", call("pipeline.commands", "isolate_command", "action")),
     "failover": ("record a unit's failure (run by mxrc-failover@.service)", cmd_failover),
     "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
                call("ops.operations", "doctor_command", "json")),
@@ -91,6 +93,8 @@ COMMANDS = {
                call("ops.operations", "jitter_command", "cycles", "load", "json")),
     "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
                   cmd_boot_time),
+    "health-gate": ("succeed only when the controller is healthy (before boot-complete.target, for A/B updates)",
+                    call("ops.operations", "health_gate_command", "timeout")),
     "deps": ("analyse the MXRC units' dependencies: parallel start, critical chain, loops (FR-022)",
              call("ops.operations", "deps_command", "json")),
 }
@@ -145,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt_compare.add_argument("--before", metavar="BOOT_ID", help="boot id (prefix) to compare from")
     bt_compare.add_argument("--after", metavar="BOOT_ID", help="boot id (prefix) to compare to")
     subs["boot-time"].set_defaults(action="show", json=False)
+    subs["health-gate"].add_argument("--timeout", type=int, default=120, metavar="SECONDS",
+                                     help="how long to wait for the MXRC units to come up (default: 120)")
     subs["uninstall"].add_argument("--purge", action="store_true",
                                    help="also remove the settings and the recorded state")
     subs["capture"].add_argument("dest", type=Path, help="directory to create the fixture in")
@@ -152,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="e.g. rt.cpus=2-3 rt.watchdog_sec=30 monitor.port=9558")
     subs["configure"].add_argument("action", nargs="?", help="the postinst's action, e.g. configure")
     subs["configure"].add_argument("old_version", nargs="?", help="the version being upgraded from")
+    subs["isolate"].add_argument("action", choices=("start", "stop"),
+                                 help="start: isolate as the plan says; stop: restore the saved values")
     subs["failover"].add_argument("unit", help="the failed unit, e.g. mxrc-rt.service")
     for name, (_, func) in COMMANDS.items():
         subs[name].set_defaults(func=func)

@@ -6,9 +6,10 @@ import dataclasses
 import json
 import os
 
+from mxrc_install import names
 from mxrc_install.pipeline import apply
 
-from mxrc_install.ops import boottime, deps, doctor, jitter, live
+from mxrc_install.ops import boottime, deps, doctor, healthgate, jitter, live
 from mxrc_install.pipeline.commands import current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
@@ -90,3 +91,19 @@ def deps_command(root: SysRoot, as_json: bool) -> int:
     print(json.dumps(dataclasses.asdict(a), indent=2) if as_json else deps.analysis_text(a),
           end="\n" if as_json else "")
     return EXIT_ERROR if a.cycles else EXIT_OK
+
+
+def health_gate_command(root: SysRoot, timeout: int) -> int:
+    """Exit 0 only for a healthy controller (mxrc-boot-health.service, before boot-complete.target)."""
+    _require_running_system(root, "health-gate")
+    units = (names.TARGET, *names.SERVICES)
+    problems = healthgate.wait_for_units(
+        lambda: {u: p.get("ActiveState", "") for u, p in live.show(units, ("ActiveState",)).items()}, timeout)
+    if not problems:
+        _, result = current_plan(root)
+        problems = healthgate.failed_checks(doctor.run_checks(result, live.gather(result.placement)))
+    for line in problems:
+        print(f"mxrc-systemd: health gate: {line}")
+    print("mxrc-systemd: health gate: " + ("FAILED: this boot is not marked good" if problems
+                                            else "the controller is healthy: boot good"))
+    return EXIT_ERROR if problems else EXIT_OK

@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 from mxrc_install.pipeline.plan import Plan
-from mxrc_install.pipeline.report import dropin_path
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def _ownership(root: SysRoot, path: str, owned: dict[str, str]) -> str:
 def actions_for(root: SysRoot, plan: Plan) -> list:
     owned = read_manifest(root)
     actions = []
-    wanted = {dropin_path(unit): text for unit, text in plan.dropins.items()}
+    wanted = plan.owned_files()
     for path, text in sorted(wanted.items()):
         state = _ownership(root, path, owned)
         if state == "admin":

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from mxrc_install.pipeline import apply, config, plan, probe, report
+from mxrc_install.pipeline import activate, apply, config, expected, isolate, plan, probe, report
 
 from mxrc_install import names
 from mxrc_install.cpulist import format_cpulist
@@ -44,7 +44,30 @@ def print_findings(result: plan.Plan, out=sys.stdout) -> None:
         print(line, file=out)
 
 
-def run_apply(root: SysRoot) -> int:
+def changed_paths(actions: list) -> set[str]:
+    return {a.path for a in actions if isinstance(a, (apply.Write, apply.Remove))}
+
+
+def grub_installed(root: SysRoot) -> bool:
+    return root.exists(activate.UPDATE_GRUB) and root.exists(activate.GRUB_CFG)
+
+
+def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None:
+    """Reload, re-exec, restart irqbalance, update-grub: only what the changed files need, only live."""
+    grub = grub_installed(root)
+    if root.systemd_running():
+        for argv in activate.commands_for(changed, booting, grub):
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            log.info("%s: exit %d", " ".join(argv), proc.returncode)
+            if proc.returncode != 0:
+                print(f"mxrc-systemd: {' '.join(argv)} failed (exit {proc.returncode}): "
+                      f"{proc.stderr.strip()}", file=sys.stderr)
+    note = activate.reboot_note(changed, grub)
+    if note:
+        print(note)
+
+
+def run_apply(root: SysRoot, booting: bool = False) -> int:
     cfg = load_config(root)  # a bad config stops here, before anything is written
     if not can_probe(root):
         apply.write_atomic(root.path(apply.FIRST_BOOT), "")
@@ -67,8 +90,9 @@ def run_apply(root: SysRoot) -> int:
               f"        fix: remove it to let mxrc-systemd manage it, or keep your settings in a "
               f"later drop-in (e.g. 60-local.conf)")
     print_findings(result)
+    if changed:
+        take_effect(root, changed_paths(actions), booting)
     if changed and root.systemd_running():
-        apply.daemon_reload(root)
         if services_running():
             print("mxrc-systemd: running MXRC services keep their current placement until restarted: "
                   "systemctl restart mxrc.target (not done automatically: it interrupts the robot)")
@@ -84,19 +108,19 @@ def boot_check(root: SysRoot) -> int:
     """At every boot, before mxrc.target: adapt to the machine an image landed on."""
     if root.exists(apply.FIRST_BOOT):
         print("mxrc-systemd: first boot after an image build: probing and applying")
-        return run_apply(root)
+        return run_apply(root, booting=True)
     old = apply.recorded_hardware(root)
     facts = probe.read_facts(root)
     new = plan.hardware_fingerprint(facts)
     if old is None:
-        return run_apply(root)
+        return run_apply(root, booting=True)
     changes = plan.fingerprint_changes(old, new)
     if not changes:
         print("mxrc-systemd: hardware unchanged since the last apply")
         return EXIT_OK
     print("mxrc-systemd: the hardware changed since the last apply: " + "; ".join(changes))
     if load_config(root).reapply_on_hardware_change:
-        return run_apply(root)
+        return run_apply(root, booting=True)
     print("WARNING [hardware-changed] the units still carry the old placement\n"
           "        fix: run mxrc-systemd apply (or set boot.reapply_on_hardware_change = yes)")
     return EXIT_WARNINGS
@@ -105,14 +129,12 @@ def boot_check(root: SysRoot) -> int:
 def verify(root: SysRoot) -> int:
     _, result = current_plan(root)
     problems = 0
-    for unit, text in result.dropins.items():
-        path = report.dropin_path(unit)
+    for path, text in result.owned_files().items():
         ok = root.read_text(path) == text
         problems += not ok
         print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
     if root.systemd_running():
-        from mxrc_install import doctor   # only here: boot-check imports this module at boot
-        for unit, prop, want in ((u, k, v) for u, props in doctor.planned_properties(result.placement).items()
+        for unit, prop, want in ((u, k, v) for u, props in expected.planned_properties(result.placement).items()
                                  for k, v in props.items()):
             value = subprocess.run(["systemctl", "show", "-p", prop, "--value", unit],
                                    capture_output=True, text=True).stdout.strip()
@@ -133,8 +155,29 @@ def uninstall(root: SysRoot, purge: bool) -> int:
         for rel in (apply.STATE_DIR,):
             shutil.rmtree(root.path(rel), ignore_errors=True)
         root.path(config.CONFIG_PATH).unlink(missing_ok=True)
+    for line in isolate.stop(root):   # interrupts, workqueues, idle states as they were
+        print(f"restored {line}")
     if changed:
-        apply.daemon_reload(root)
+        take_effect(root, changed_paths(actions))
+    return EXIT_OK
+
+
+def isolate_command(root: SysRoot, action: str) -> int:
+    """`isolate start|stop`, run by mxrc-isolation.service around mxrc-rt."""
+    if action == "stop":
+        for line in isolate.stop(root):
+            print(f"mxrc-systemd: restored {line}")
+        return EXIT_OK
+    _, result = current_plan(root)
+    p = result.placement
+    if p.isolation != "auto" or p.rt_cpus == p.nonrt_cpus:
+        print(f"mxrc-systemd: isolation.mode = {p.isolation}, RT CPUs {format_cpulist(p.rt_cpus)}: "
+              "no runtime isolation")
+        for line in isolate.stop(root):   # a mode switched off puts back what an earlier start moved
+            print(f"mxrc-systemd: restored {line}")
+        return EXIT_OK
+    for line in isolate.start(root, p.rt_cpus, p.nonrt_cpus):
+        print(f"mxrc-systemd: {line}")
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from mxrc_install.pipeline import render
 from mxrc_install.pipeline.config import Config
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.pipeline.probe import Facts
@@ -46,6 +47,8 @@ class Placement:
     monitor_listen: str
     monitor_port: int
     boot_optimize: bool
+    isolation: str = "auto"
+    boot_cmdline: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,11 @@ class Plan:
     placement: Placement
     dropins: dict  # unit -> drop-in text
     findings: tuple[Finding, ...]
+    files: dict = dataclasses.field(default_factory=dict)  # path -> text of the other owned files
+
+    def owned_files(self) -> dict:
+        """path -> text of every file apply owns for this plan: the drop-ins and the others."""
+        return {render.dropin_path(unit): text for unit, text in self.dropins.items()} | self.files
 
     @property
     def worst(self) -> str | None:
@@ -204,40 +212,15 @@ def place(facts: Facts, config: Config) -> tuple[Placement, list[Finding]]:
     findings += sibling_findings(facts, rt, nonrt)
     quota = config.cpu_quota or 100 * len(rt)
     return Placement(rt, nonrt, nodes, quota, memory_max, config.rt_priority, config.watchdog_sec,
-                     config.monitor_listen, config.monitor_port, config.boot_optimize), findings
-
-
-# List settings (CPUAffinity=, NUMAMask=) add to the unit's value: an empty
-# assignment first replaces it.
-HEADER = ("# Written by mxrc-systemd apply from this machine's hardware; do not edit.\n"
-          "# Override with a later drop-in (systemctl edit {unit}) or in /etc/mxrc/mxrc-systemd.conf.\n")
-
-
-def render_dropins(p: Placement) -> dict:
-    rt, nonrt = " ".join(map(str, sorted(p.rt_cpus))), " ".join(map(str, sorted(p.nonrt_cpus)))
-    # Without the boot optimisation the services keep systemd's default
-    # dependencies (after basic.target): the "before" of SC-006.
-    unit_section = "" if p.boot_optimize else "[Unit]\nDefaultDependencies=yes\n\n"
-    dropins = {
-        "mxrc-rt.service": (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={rt}\n"
-                            f"NUMAMask=\nNUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}\n"
-                            f"CPUSchedulingPriority={p.rt_priority}\nLimitRTPRIO={p.rt_priority}\n"
-                            f"CPUQuota={p.cpu_quota_percent}%\nMemoryMax={p.memory_max}\n"
-                            f"WatchdogSec={p.watchdog_sec}s\n"),
-        "mxrc-nonrt.service": (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\n"
-                               f"MemoryMax={p.memory_max}\nWatchdogSec={p.watchdog_sec}s\n"),
-        "mxrc-monitor.service": (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nExecStart=\n"
-                                 f"ExecStart=/usr/bin/mxrc-monitor --listen {p.monitor_listen} "
-                                 f"--port {p.monitor_port}\n"),
-    }
-    return {unit: HEADER.format(unit=unit) + body for unit, body in dropins.items()}
+                     config.monitor_listen, config.monitor_port, config.boot_optimize,
+                     config.isolation, config.boot_cmdline), findings
 
 
 def make_plan(facts: Facts, config: Config = Config()) -> Plan:
     placement, findings = place(facts, config)
     findings += kernel_findings(facts, placement.rt_cpus) + machine_findings(facts)
     findings += dependency_findings(facts)
-    return Plan(placement, render_dropins(placement), tuple(findings))
+    return Plan(placement, render.render_dropins(placement), tuple(findings), render.render_files(placement))
 
 
 def hardware_fingerprint(facts: Facts) -> dict:

@@ -10,11 +10,7 @@ from mxrc_install.cpulist import format_cpulist
 from mxrc_install.pipeline.plan import Plan
 from mxrc_install.pipeline.probe import Facts
 
-DROPIN_NAME = "50-mxrc-hardware.conf"
-
-
-def dropin_path(unit: str) -> str:
-    return f"/etc/systemd/system/{unit}.d/{DROPIN_NAME}"
+from mxrc_install.pipeline.render import DROPIN_NAME, dropin_path  # noqa: F401  (re-exported)
 
 
 def _jsonable(value):
@@ -75,8 +71,8 @@ def finding_lines(findings) -> list[str]:
 def plan_json(plan: Plan, current: dict) -> str:
     return json.dumps({
         "placement": _jsonable(plan.placement),
-        "dropins": {dropin_path(u): {"content": text, "changed": current.get(u) != text}
-                    for u, text in plan.dropins.items()},
+        "dropins": {path: {"content": text, "changed": current.get(path) != text}
+                    for path, text in plan.owned_files().items()},
         "findings": _jsonable(plan.findings),
     }, indent=2, sort_keys=True)
 
@@ -86,9 +82,8 @@ def plan_text(plan: Plan, current: dict) -> str:
     out = [f"RT CPUs {format_cpulist(p.rt_cpus)}, non-RT CPUs {format_cpulist(p.nonrt_cpus)}, "
            f"NUMA node(s) {format_cpulist(p.numa_nodes)}, CPUQuota {p.cpu_quota_percent}%, "
            f"MemoryMax {p.memory_max}", ""]
-    for unit, text in plan.dropins.items():
-        path = dropin_path(unit)
-        old = current.get(unit)
+    for path, text in plan.owned_files().items():
+        old = current.get(path)
         if old == text:
             out.append(f"unchanged {path}")
             continue

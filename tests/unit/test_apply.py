@@ -27,10 +27,12 @@ def test_apply_writes_owned_dropins_then_changes_nothing(machine, capsys):
     text = (machine / RT_DROPIN).read_text()
     assert "CPUAffinity=6 7" in text and "NUMAMask=1" in text
     manifest = apply.parse_manifest((machine / "var/lib/mxrc-systemd/owned-files").read_text())
-    assert set(manifest) == {f"/etc/systemd/system/mxrc-{u}.service.d/50-mxrc-hardware.conf"
-                             for u in ("rt", "nonrt", "monitor")}
+    units = ("mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc.slice", "system.slice",
+             "user.slice", "machine.slice", "irqbalance.service")
+    assert set(manifest) == {f"/etc/systemd/system/{u}.d/50-mxrc-hardware.conf" for u in units} | {
+        "/etc/systemd/system.conf.d/50-mxrc-isolation.conf"}
     assert manifest["/" + RT_DROPIN] == apply.sha256(text)
-    assert "3 file(s) changed" in capsys.readouterr().out
+    assert "9 file(s) changed" in capsys.readouterr().out
     stamps = {p: p.stat().st_mtime_ns for p in (machine / "etc").rglob("*.conf")}
     assert run(machine, "apply") == 0
     assert "0 file(s) changed" in capsys.readouterr().out
@@ -41,7 +43,7 @@ def test_manifest_is_sha256sum_format(machine):
     run(machine, "apply")
     line = (machine / "var/lib/mxrc-systemd/owned-files").read_text().splitlines()[0]
     digest, path = line.split("  ", 1)
-    assert len(digest) == 64 and path.startswith("/etc/systemd/system/")
+    assert len(digest) == 64 and path.startswith("/etc/systemd/")
 
 
 def test_admin_edit_is_kept_and_reported(machine, capsys):

@@ -173,4 +173,5 @@ def test_every_expected_property_is_asked_of_systemctl(tmp_path):
     named = {k for props in doctor.expected_properties(placement).values() for k in props}
     assert named <= doctor.PROPERTY_NAMES
     assert doctor.planned_properties(placement)[names.RT] == {
-        "CPUAffinity": "2-3", "CPUSchedulingPriority": "80", "NUMAMask": "0", "WatchdogUSec": "30s"}
+        "CPUAffinity": "2-3", "AllowedCPUs": "2-3", "CPUSchedulingPriority": "80", "NUMAMask": "0",
+        "WatchdogUSec": "30s"}

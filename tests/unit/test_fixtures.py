@@ -22,7 +22,8 @@ def observed(machine: Path):
     summary = {"rt_cpus": sorted(p.rt_cpus), "nonrt_cpus": sorted(p.nonrt_cpus),
                "numa_nodes": sorted(p.numa_nodes), "cpu_quota_percent": p.cpu_quota_percent,
                "memory_max": p.memory_max, "findings": sorted(f.id for f in result.findings)}
-    return summary, result.dropins
+    files = {path.lstrip("/").replace("/", "_"): text for path, text in result.files.items()}
+    return summary, result.dropins | files
 
 
 def test_there_are_enough_machines():
@@ -40,6 +41,7 @@ def test_golden_plan(machine):
     assert summary == json.loads((machine / "expected.json").read_text())
     for unit, text in dropins.items():
         assert text == (machine / "dropins" / f"{unit}.conf").read_text(), unit
+    assert sorted(p.name for p in (machine / "dropins").iterdir()) == sorted(f"{u}.conf" for u in dropins)
 
 
 @pytest.mark.parametrize("machine", FIXTURES, ids=[p.name for p in FIXTURES])

@@ -31,6 +31,24 @@ def test_shared_vocabulary_imports_neither_layer():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_every_import_of_the_package_names_something_that_exists():
+    """`from mxrc_install import doctor` after doctor moved to ops/ fails only when run."""
+    init = (PACKAGE / "__init__.py").read_text()
+    missing = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mxrc_install"):
+                base = PACKAGE.parent.joinpath(*node.module.split("."))
+                for alias in node.names:
+                    sub = base / alias.name
+                    exists = (sub.with_suffix(".py").exists() or sub.is_dir()
+                              or (base.with_suffix(".py").exists() and alias.name in base.with_suffix(".py").read_text())
+                              or (node.module == "mxrc_install" and alias.name in init))
+                    if not exists:
+                        missing.add(f"{path.relative_to(PACKAGE)}: from {node.module} import {alias.name}")
+    assert missing == set()
+
+
 def test_the_boundary_check_sees_an_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from mxrc_install.ops import doctor\nimport mxrc_install.ops.live\n")

@@ -27,7 +27,8 @@ wait_new_invocation() {
 """
 
 RT = "mxrc-rt.service"
-CGROUP = "/sys/fs/cgroup/system.slice"
+RT_CGROUP = "/sys/fs/cgroup/mxrc.slice/mxrc-rt.service"
+NONRT_CGROUP = "/sys/fs/cgroup/system.slice/mxrc-nonrt.service"
 
 WATCHDOG_TIMING = r"""
 drill mxrc-rt.service {dropin}
@@ -69,12 +70,14 @@ STEPS = [
                   # The RT loop (the main thread, SCHED_FIFO) is charged to the cgroup but not
                   # throttled by CPUQuota=: its own CPU time is measured apart.
                   f"rt0=$(cut -d' ' -f1 /proc/$pid/task/$pid/schedstat); t0=$(date +%s%N); "
-                  f"a=$(awk '/usage_usec/{{print $2}}' {CGROUP}/{RT}/cpu.stat); sleep 10; "
-                  f"b=$(awk '/usage_usec/{{print $2}}' {CGROUP}/{RT}/cpu.stat); t1=$(date +%s%N); "
+                  f"a=$(awk '/usage_usec/{{print $2}}' {RT_CGROUP}/cpu.stat); sleep 10; "
+                  f"b=$(awk '/usage_usec/{{print $2}}' {RT_CGROUP}/cpu.stat); t1=$(date +%s%N); "
                   f"rt1=$(cut -d' ' -f1 /proc/$pid/task/$pid/schedstat); "
                   "echo usage_usec=$(( b - a )) rt_usec=$(( (rt1 - rt0) / 1000 )) wall_usec=$(( (t1 - t0) / 1000 )); "
-                  f"echo nr_throttled=$(awk '/nr_throttled/{{print $2}}' {CGROUP}/{RT}/cpu.stat); "
-                  f"echo quota=$(cat {CGROUP}/{RT}/cpu.max | tr ' ' /); "
+                  f"echo nr_throttled=$(awk '/nr_throttled/{{print $2}}' {RT_CGROUP}/cpu.stat); "
+                  f"echo quota=$(cat {RT_CGROUP}/cpu.max | tr ' ' /); "
+                  # #10: the burners asked for every CPU; the cpuset holds each thread to the RT CPUs.
+                  "for t in /proc/$pid/task/*; do echo thread_cpus=$(awk '/Cpus_allowed_list/{print $2}' $t/status); done; "
                   "undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
     # US3-2: beyond MemoryMax the kernel kills it; systemd says oom-kill and restarts.
     ("memory", "drill mxrc-rt.service MemoryMax=200M Environment=MXRC_FAULT=oom; old=$(prop mxrc-rt.service "
@@ -84,7 +87,7 @@ STEPS = [
                "journalctl -b -o cat --no-pager -u mxrc-rt.service | grep -iE 'oom' | tail -3; "
                "undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
     # US3-3: the weights in force, and what this VM's IO stack makes of them.
-    ("io-weight", f"cat {CGROUP}/mxrc-rt.service/io.weight {CGROUP}/mxrc-nonrt.service/io.weight; "
+    ("io-weight", f"cat {RT_CGROUP}/io.weight {NONRT_CGROUP}/io.weight; "
                   "cat /sys/block/vda/queue/scheduler"),
     # US7: PrivateTmp, ProtectSystem=strict (every write refused).
     ("private-tmp", "drill mxrc-rt.service Environment=MXRC_FAULT=tmp; systemctl restart mxrc-rt.service; "
@@ -179,6 +182,17 @@ def test_cpu_quota_holds_sched_other_burners_to_two_cpus(drills):
           f"{int(v['rt_usec']) / wall:.2f} CPUs (not throttled by the quota)")
     assert 1.0 <= other <= 2.05, out
     assert int(v["nr_throttled"]) > 0
+
+
+def test_burners_asking_for_every_cpu_are_held_to_the_rt_cpus(drills):
+    """#10: the cpuset, not the starting affinity, bounds every thread; so SC-008 holds by construction."""
+    out = drills["cpu-quota"].output
+    threads = re.findall(r"^thread_cpus=(\S*)$", out, re.M)
+    assert len(threads) >= 5 and set(threads) == {"2-3"}, out   # the loop and its 4 burners
+    v = values(out)
+    total = int(v["usage_usec"]) / int(v["wall_usec"])
+    print(f"mxrc-rt's cgroup with 4 burners pinned to every CPU: {total:.2f} CPUs in all")
+    assert total <= 2.05, out
 
 
 def test_memory_max_kills_and_restarts(drills):
