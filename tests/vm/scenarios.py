@@ -8,7 +8,7 @@ FILE_LIST = ("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path 
              " -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg"
              " -o -path /var/log/apt -o -path /var/log/dpkg.log -o -path /var/log/alternatives.log"
              " -o -path /var/lib/systemd/timers -o -path /var/lib/systemd/random-seed"
-             " -o -path /var/lib/systemd/catalog \\) -prune -o -print | sort")
+             " -o -path /var/lib/systemd/catalog -o -path /usr/share/autopkgtest \\) -prune -o -print | sort")
 
 
 def rt_pid() -> str:
