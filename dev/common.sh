@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the dev/ scripts: Debian's own tools first (not a pyenv or venv
 # python), the repository root, and the build output folder.
 export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -30,6 +30,12 @@ def trixie_image():
     return testbed.build_image(testbed.ImageSpec(suite="trixie"))
 
 @pytest.fixture(scope="session")
+def autopkgtest_image():
+    spec = testbed.ImageSpec(suite="trixie", packages=testbed.ImageSpec().packages + testbed.AUTOPKGTEST_PACKAGES,
+                             flavour="autopkgtest")
+    return testbed.build_image(spec)
+
+@pytest.fixture(scope="session")
 def bookworm_image():
     return testbed.build_image(testbed.ImageSpec(suite="bookworm"))
 
@@ -37,6 +43,15 @@ def bookworm_image():
 def guest_files(debs):
     """What every VM gets on its share: the packages under test."""
     return {path.name: path for path in debs.values()}
+
+@pytest.fixture(scope="session")
+def source_tar(tmp_path_factory):
+    """The source tree (as dev/build-deb takes it) for autopkgtest inside a VM."""
+    target = tmp_path_factory.mktemp("source") / "mxrc-systemd-source.tar"
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(["tar", "-C", str(repo), "--exclude=./build", "--exclude=./.git", "--exclude=__pycache__",
+                    "--exclude=.pytest_cache", "-cf", str(target), "."], check=True)
+    return target
 
 @pytest.fixture(scope="session")
 def upgrade_debs(debs, tmp_path_factory):

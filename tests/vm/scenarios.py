@@ -10,7 +10,7 @@ FILE_LIST = ("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path 
              " -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg"
              " -o -path /var/log/apt -o -path /var/log/dpkg.log -o -path /var/log/alternatives.log"
              " -o -path /var/lib/systemd/timers -o -path /var/lib/systemd/random-seed"
-             " -o -path /var/lib/systemd/catalog \\) -prune -o -print | sort")
+             " -o -path /var/lib/systemd/catalog -o -path /usr/share/autopkgtest \\) -prune -o -print | sort")
 
 
 def rt_pid() -> str:
@@ -53,8 +53,11 @@ INSTALL = [
 ]
 
 PURGE = [
+    # Removing the package stops a running controller (its units go with it).
+    ("start-before-purge", "systemctl start mxrc.target"),
     ("purge", "DEBIAN_FRONTEND=noninteractive apt-get purge -y mxrc-systemd mxrc-monitor mxrc-reference "
               "mxrc-systemd-dev"),
+    ("active-after-purge", "systemctl is-active mxrc-rt.service mxrc-nonrt.service; true"),
     ("debconf-after-purge", "debconf-show mxrc-systemd"),
     ("files-after", f"{FILE_LIST} > /root/files-after; comm -13 /root/files-before /root/files-after"),
 ]
@@ -79,3 +82,28 @@ def values(output: str) -> dict[str, str]:
     """KEY=value words from the lines the step echoed itself (not from logs or JSON it printed)."""
     return dict(word.split("=", 1) for line in output.splitlines() if re.match(r"[a-z_]+=", line)
                 for word in line.split() if "=" in word)
+
+
+# debian/tests against the installed packages (-B: nothing built, nothing
+# installed); the tests' Depends are in its image (testbed.AUTOPKGTEST_PACKAGES).
+# The null runner runs in the guest, a throwaway VM: it is the isolated machine
+# that trixie's null runner no longer claims to be (and its
+# --fake-capability=isolation-machine trips an assertion in autopkgtest 5.49).
+AUTOPKGTEST = [
+    ("autopkgtest", "rm -rf /tmp/src && mkdir /tmp/src && tar -C /tmp/src -xf /mnt/host/files/mxrc-systemd-source.tar"
+                    " && autopkgtest --no-built-binaries --ignore-restrictions=isolation-machine"
+                    " --summary-file=/tmp/autopkgtest.summary /tmp/src -- null;"
+                    " rc=$?; echo '### summary'; cat /tmp/autopkgtest.summary; exit $rc"),
+]
+
+# No MXRC program (no mxrc-controller package): the services are skipped, not
+# failed into failover, and configuring the package says so.
+NO_CONTROLLER = [
+    ("remove-controller", "DEBIAN_FRONTEND=noninteractive apt-get remove -y mxrc-reference && "
+                          "systemctl stop mxrc.target mxrc-rt.service mxrc-nonrt.service"),
+    ("reconfigure-without-controller", "DEBIAN_FRONTEND=noninteractive dpkg-reconfigure mxrc-systemd 2>&1"),
+    ("start-without-controller", "systemctl start mxrc.target; sleep 3; "
+                                 "systemctl show -p ActiveState -p ConditionResult -p NRestarts -p Result "
+                                 "mxrc-nonrt.service mxrc-rt.service; systemctl is-active mxrc.target; "
+                                 "echo failover: $(systemctl list-units --all --no-legend --plain 'mxrc-failover@*' | wc -l)"),
+]

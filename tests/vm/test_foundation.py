@@ -1,8 +1,8 @@
 """Acceptance for the foundation on a real systemd: install, start, order, RT placement, sandbox, purge.
 
 trixie (systemd 257), 4 vCPUs, isolcpus=2-3: the full scenario over two boots
-of one disk (the second shows the boot-time ordering). bookworm (systemd 252):
-the install path.
+of one disk (the second shows the boot-time ordering, runs the autopkgtests
+and the case of no MXRC program). bookworm (systemd 252): the install path.
 """
 
 import json
@@ -10,7 +10,7 @@ import re
 
 import pytest
 import testbed
-from scenarios import INSTALL, PURGE, SERVICES
+from scenarios import AUTOPKGTEST, INSTALL, NO_CONTROLLER, PURGE, SERVICES
 
 from mxrc_install.ops.live import parse_show
 
@@ -18,14 +18,16 @@ RT_MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
 
 
 @pytest.fixture(scope="module")
-def trixie(trixie_image, guest_files):
+def trixie(autopkgtest_image, guest_files, source_tar):
 
     def scenario():
-        with testbed.VM(trixie_image, RT_MACHINE, guest_files) as vm:
+        with testbed.VM(autopkgtest_image, RT_MACHINE, {**guest_files, source_tar.name: source_tar}) as vm:
             first = vm.boot(INSTALL)
             second = vm.boot([
                 ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
                 ("critical-chain", "systemd-analyze critical-chain --no-pager mxrc-rt.service"),
+                *AUTOPKGTEST,
+                *NO_CONTROLLER,
                 *PURGE,
             ])
         return first, second
@@ -56,8 +58,8 @@ def test_apt_install_succeeds_and_creates_the_user(install_run):
 
 def test_reference_processes_fill_the_documented_paths(install_run):
     out = install_run["alternatives"].output
-    assert "Value: /usr/lib/mxrc-reference/mxrc-rt" in out
-    assert "Value: /usr/lib/mxrc-reference/mxrc-nonrt" in out
+    assert "Value: /usr/libexec/mxrc-reference/mxrc-rt" in out
+    assert "Value: /usr/libexec/mxrc-reference/mxrc-nonrt" in out
 
 
 def test_target_and_services_enabled(install_run):
@@ -155,6 +157,30 @@ def purge_run(request):
     return run_for(request, 1)
 
 
+def test_autopkgtests_pass_on_the_installed_packages(trixie):
+    _, second = trixie
+    out = second["autopkgtest"].output
+    results = dict(line.split()[:2] for line in out.rpartition("### summary")[2].splitlines() if line.strip())
+    assert results == dict.fromkeys(["superficial", "cxx-header", "unit", "controller"], "PASS"), out[-3000:]
+    assert second["autopkgtest"].ok, out[-3000:]
+
+
+def test_without_a_controller_the_services_are_skipped_not_failed(trixie):
+    _, second = trixie
+    assert second["remove-controller"].ok, second["remove-controller"].output
+    assert "no MXRC program at /usr/libexec/mxrc/mxrc-rt" in second["reconfigure-without-controller"].output
+    out = second["start-without-controller"].output
+    for unit in parse_show(out)[:2]:
+        assert (unit["ActiveState"], unit["ConditionResult"], unit["NRestarts"]) == ("inactive", "no", "0"), out
+    assert "\nactive\n" in out and out.rstrip().endswith("failover: 0"), out
+
+
+def test_removing_the_package_stops_the_controller(purge_run):
+    assert purge_run["start-before-purge"].ok, purge_run["start-before-purge"].output
+    assert purge_run["active-after-purge"].output.split() == ["inactive", "inactive"], \
+        purge_run["active-after-purge"].output
+
+
 def test_purge_leaves_nothing_behind(purge_run):
     assert purge_run["purge"].ok, purge_run["purge"].output
     leftovers = [p for p in purge_run["files-after"].output.splitlines() if p]
@@ -165,6 +191,8 @@ def test_install_adapts_units_and_prints_findings(install_run):
     out = install_run["install"].output
     # A noninteractive install succeeds and says what the machine lacks, with the fix.
     assert "[kernel-not-rt]" in out and "fix: apt install linux-image-rt-amd64" in out, out
+    # mxrc-reference comes in the same apt run: no false "no MXRC program" note.
+    assert "no MXRC program" not in out, out
     plan = json.loads(install_run["plan"].output)
     assert plan["placement"]["rt_cpus"] == [2, 3] and plan["placement"]["nonrt_cpus"] == [0, 1]
     assert not any(d["changed"] for d in plan["dropins"].values())  # apply already did it

@@ -53,6 +53,11 @@ PACKAGE_DEPENDENCIES = (
     "python3-bcrypt", "python3-yaml",   # mxrc-monitor's --web.config.file
 )
 
+# The autopkgtests (debian/tests) run inside a VM with the null runner; the
+# guest has no network, so the runner and the tests' Depends are in the image
+# (a flavour of its own: the other scenarios' image stays as small as it was).
+AUTOPKGTEST_PACKAGES = ("autopkgtest", "dpkg-dev", "g++", "pkgconf", "python3-pytest")  # dpkg-dev: an unbuilt source tree
+
 # The peers the exporter is judged against (tests/vm/test_exporter.py, bench/):
 # a real Prometheus server and node_exporter's systemd collector.
 OBSERVABILITY_PACKAGES = ("prometheus", "prometheus-node-exporter")
