@@ -27,7 +27,8 @@ def healthy(result: plan.Plan) -> doctor.LiveState:
     props = {}
     for unit, wanted in doctor.expected_properties(result.placement).items():
         props[unit] = {**wanted, "LoadState": "loaded", "ActiveState": "active", "SubState": "running",
-                       "Result": "success", "NRestarts": "0", "WatchdogUSec": wanted.get("WatchdogUSec", "30s")}
+                       "Result": "success", "NRestarts": "0",
+                       "WatchdogUSec": wanted.get("WatchdogUSec", "30s")}
     metrics = "\n".join(f'systemd_unit_state{{name="{u}",state="active",type="notify"}} 1.0'
                         for u in names.SERVICES)
     return doctor.LiveState(
@@ -155,8 +156,8 @@ def test_text_output_ends_with_the_counts(tmp_path):
 
 
 @pytest.mark.parametrize("text, settings", [
-    ("# /usr/lib/systemd/journald.conf\n[Journal]\n#SystemMaxUse=\n\n# /usr/lib/systemd/journald.conf.d/60-mxrc.conf\n"
-     "[Journal]\nSystemMaxUse=1G\n", {"SystemMaxUse": "1G"}),
+    ("# /usr/lib/systemd/journald.conf\n[Journal]\n#SystemMaxUse=\n\n"
+     "# /usr/lib/systemd/journald.conf.d/60-mxrc.conf\n[Journal]\nSystemMaxUse=1G\n", {"SystemMaxUse": "1G"}),
     ("[Journal]\nSystemMaxUse=1G\n[Journal]\nSystemMaxUse=\n", {}),   # reset by a later file
 ])
 def test_parse_journald_config(text, settings):
