@@ -144,10 +144,10 @@ def check_journald(live: LiveState) -> list[Check]:
         return [Check("journald:size-cap", WARN,
                       "no SystemMaxUse= in force: the journal may take 10% of /var",
                       "reinstall mxrc-systemd (it ships /usr/lib/systemd/journald.conf.d/60-mxrc.conf) "
-                      "or set SystemMaxUse= in /etc/systemd/journald.conf.d/", "FR-016")]
+                      "or set SystemMaxUse= in /etc/systemd/journald.conf.d/", "assumption 10")]
     return [Check("journald:size-cap", PASS, f"SystemMaxUse={cap}"
                   + (f", MaxRetentionSec={live.journald['MaxRetentionSec']}"
-                     if live.journald.get("MaxRetentionSec") else ""), spec="FR-016")]
+                     if live.journald.get("MaxRetentionSec") else ""), spec="assumption 10")]
 
 
 def check_exporter(live: LiveState, placement: plan.Placement) -> list[Check]:

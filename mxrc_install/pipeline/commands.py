@@ -6,7 +6,8 @@ import logging
 import shutil
 import sys
 
-from mxrc_install.pipeline import activate, apply, config, expected, isolate, lock, paths, plan, probe, report
+from mxrc_install.pipeline import (activate, apply, config, expected, isolate, lock, paths, plan, probe,
+                                   report, unitgraph)
 
 from mxrc_install import names, process
 from mxrc_install.cpulist import format_cpulist
@@ -205,7 +206,9 @@ def capture(root: SysRoot, dest) -> int:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UserError(f"capture: {dest} exists and is not an empty directory; give a new directory")
     count = 0
-    for pattern in probe.PROBED_PATHS:
+    # The MXRC unit files and drop-ins too: the plan's dependency findings read them.
+    unit_files = [f for unit in unitgraph.MXRC_UNITS for f in unitgraph.unit_files(root, unit)]
+    for pattern in (*probe.PROBED_PATHS, *unit_files):
         for rel in root.glob(pattern):
             text = root.read_text(rel)
             if text is None:
@@ -222,6 +225,17 @@ def capture(root: SysRoot, dest) -> int:
     return EXIT_OK
 
 
+def shown(value) -> str:
+    """A setting as the settings file spells it, so a line can be given back as KEY=VALUE."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, frozenset):
+        return format_cpulist(value)
+    return str(value)
+
+
 def config_show_or_set(root: SysRoot, assignments: list[str], check: bool = False) -> int:
     if check:   # validate only: the postinst asks this for each debconf answer
         for a in assignments:
@@ -230,10 +244,7 @@ def config_show_or_set(root: SysRoot, assignments: list[str], check: bool = Fals
     if not assignments:
         cfg = load_config(root)
         for key, (field, _) in config.KEYS.items():
-            value = getattr(cfg, field)
-            if isinstance(value, frozenset):
-                value = format_cpulist(value)
-            print(f"{key} = {'auto' if value is None else value}")
+            print(f"{key} = {shown(getattr(cfg, field))}")
         return EXIT_OK
     values = dict(config.parse_assignment(a) for a in assignments)
     with lock.exclusive(root):

@@ -58,3 +58,4 @@ def machine(tmp_path, repo):
     for unit in (repo / "units").glob("mxrc*"):
         (unitdir / unit.name).write_text(unit.read_text())
     return root
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from mxrc_install.cpulist import format_cpulist
@@ -18,7 +19,7 @@ class Hardware:
     preempt_rt: bool = False
     rt_group_sched: bool = False
     cgroup_v2: bool = True
-    memory_gib: int = 8
+    memory_gib: float = 8             # MemTotal; a real 4 GiB robot reports ~3.8
     systemd: int = 257
     sockets: int = 1
 
@@ -55,7 +56,7 @@ def build(root: Path, hw: Hardware) -> Path:
     write(root, f"/boot/config-{release}",
           "CONFIG_RT_GROUP_SCHED=y\n" if hw.rt_group_sched else "# CONFIG_RT_GROUP_SCHED is not set\n")
     write(root, "/proc/cmdline", hw.cmdline + "\n")
-    write(root, "/proc/meminfo", f"MemTotal:       {hw.memory_gib * 1024 * 1024} kB\nMemFree: 1 kB\n")
+    write(root, "/proc/meminfo", f"MemTotal:       {int(hw.memory_gib * 1024 * 1024)} kB\nMemFree: 1 kB\n")
     write(root, "/proc/cpuinfo", "processor\t: 0\nmodel name\t: Fake CPU @ 2.0GHz\n")
     write(root, "/proc/self/limits", "Limit  Soft Limit Hard Limit Units\n"
                                      "Max realtime priority     0                    0\n")
@@ -64,3 +65,24 @@ def build(root: Path, hw: Hardware) -> Path:
     write(root, "/etc/os-release", 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\n')
     write(root, f"/usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-{hw.systemd}.so", "")
     return root
+
+
+def golden_plan(machine: Path) -> tuple[dict, dict]:
+    """(summary, files) the plan makes for a fixture machine: what expected.json and dropins/ hold."""
+    from mxrc_install.pipeline import plan, probe
+    from mxrc_install.sysroot import SysRoot
+    result = plan.make_plan(probe.read_facts(SysRoot(machine / "root")))
+    p = result.placement
+    summary = {"rt_cpus": sorted(p.rt_cpus), "nonrt_cpus": sorted(p.nonrt_cpus),
+               "numa_nodes": sorted(p.numa_nodes), "cpu_quota_percent": p.cpu_quota_percent,
+               "memory_max": p.memory_max, "findings": sorted(f.id for f in result.findings)}
+    files = {path.lstrip("/").replace("/", "_"): text for path, text in result.files.items()}
+    return summary, result.dropins | files
+
+
+def write_golden(machine: Path) -> None:
+    summary, dropins = golden_plan(machine)
+    (machine / "expected.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (machine / "dropins").mkdir(exist_ok=True)
+    for unit, text in dropins.items():
+        (machine / "dropins" / f"{unit}.conf").write_text(text)

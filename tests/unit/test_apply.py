@@ -121,12 +121,22 @@ def test_verify_reports_drift(machine, capsys):
     assert "FAIL /etc/systemd/system/mxrc-rt.service.d/50-mxrc-hardware.conf" in capsys.readouterr().out
 
 
-def test_capture_makes_a_fixture_that_plans_the_same(machine, tmp_path, capsys):
+def test_capture_makes_a_fixture_that_plans_the_same(machine, tmp_path, capsys, repo):
+    # An installed robot: the shipped units plus an admin drop-in that makes an ordering loop, so the
+    # plan depends on unit files as well as on /proc and /sys.
+    unitdir = machine / "usr/lib/systemd/system"
+    unitdir.mkdir(parents=True)
+    for unit in (repo / "units").glob("mxrc*"):
+        (unitdir / unit.name).write_text(unit.read_text())
+    loop = machine / "etc/systemd/system/mxrc-nonrt.service.d/60-local.conf"
+    loop.parent.mkdir(parents=True)
+    loop.write_text("[Unit]\nAfter=mxrc-rt.service\n")
     dest = tmp_path / "captured"
     assert run(machine, "capture", str(dest)) == 0
     assert "captured" in capsys.readouterr().out
     run(machine, "plan", "--json")
     original = capsys.readouterr().out
+    assert "ordering-cycle" in original
     run(dest, "plan", "--json")
     assert capsys.readouterr().out == original
 

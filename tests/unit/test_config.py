@@ -70,3 +70,17 @@ def test_cli_config_set_validates_and_writes_nothing_on_error(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert cli.main(["--root", str(tmp_path), "config"]) == 0
     assert "rt.cpus = 2-3" in capsys.readouterr().out
+
+
+def test_cli_config_shows_values_as_the_file_spells_them(tmp_path, capsys):
+    assert cli.main(["--root", str(tmp_path), "config", "boot.optimize=no", "rt.cpus=2-3"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--root", str(tmp_path), "config"]) == 0
+    shown = dict(line.split(" = ", 1) for line in capsys.readouterr().out.splitlines())
+    assert shown["boot.optimize"] == "no" and shown["boot.reapply_on_hardware_change"] == "yes"
+    assert shown["rt.cpus"] == "2-3" and shown["rt.memory_max"] == "auto"
+    # Every line given back as KEY=VALUE keeps the same settings.
+    before = (tmp_path / "etc/mxrc/mxrc-systemd.conf").read_text()
+    assert cli.main(["--root", str(tmp_path), "config", *(f"{k}={v}" for k, v in shown.items())]) == 0
+    after = (tmp_path / "etc/mxrc/mxrc-systemd.conf").read_text()
+    assert config.parse_config(after) == config.parse_config(before)

@@ -33,9 +33,29 @@ def test_empty_root_is_unknown_not_a_crash(tmp_path):
     assert facts.memory_bytes is None
 
 
-def test_memory_max_fits_the_machine(tmp_path):
-    small = plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, Hardware(memory_gib=2)))))
+def memory_plan(tmp_path, gib):
+    return plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, Hardware(memory_gib=gib)))))
+
+
+def test_memory_max_fits_a_machine_below_the_spec(tmp_path):
+    small = memory_plan(tmp_path, 2)
     assert small.placement.memory_max == 1024**3
+    assert "low-memory" in {f.id for f in small.findings}
+
+
+@pytest.mark.parametrize("memtotal_gib", [3.6, 3.8, 4, 16])
+def test_a_machine_meeting_the_spec_minimum_gets_the_spec_memory_max(tmp_path, memtotal_gib):
+    # A 4 GB robot's MemTotal is below 4 GiB (firmware, kernel, reserved areas):
+    # it still meets the spec's minimum, so MemoryMax=2G as FR-008 says.
+    result = memory_plan(tmp_path, memtotal_gib)
+    assert result.placement.memory_max == 2 * 1024**3
+    assert "low-memory" not in {f.id for f in result.findings}
+
+
+def test_a_three_gib_machine_is_below_the_spec_minimum(tmp_path):
+    result = memory_plan(tmp_path, 3)
+    assert result.placement.memory_max == 3 * 1024**3 // 2
+    assert "low-memory" in {f.id for f in result.findings}
 
 
 def test_golden_dropin_for_the_spec_machine(tmp_path):

@@ -1,4 +1,6 @@
-"""Shell steps that several VM tests share, as (name, command) pairs."""
+"""Shell steps that several VM tests share, as (name, command) pairs, and how to read their output."""
+
+import re
 
 SERVICES = "mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service"
 
@@ -58,4 +60,23 @@ PURGE = [
     ("files-after", f"{FILE_LIST} > /root/files-after; comm -13 /root/files-before /root/files-after"),
 ]
 
+# Shell functions for the drill steps: a runtime drop-in per drill, undone after it.
+PRELUDE = r"""
+drill() { u=$1; shift; mkdir -p /run/systemd/system/$u.d
+          printf '%s\n' '[Service]' "$@" > /run/systemd/system/$u.d/drill.conf
+          systemctl daemon-reload; systemctl reset-failed $u; }
+undrill() { rm -rf /run/systemd/system/$1.d; systemctl daemon-reload; systemctl reset-failed $1; }
+prop() { systemctl show -p "$2" --value "$1"; }
+# wait_new_invocation UNIT OLD_ID SECONDS: until a new invocation is active
+wait_new_invocation() {
+  for i in $(seq 1 $(( $3 * 2 ))); do
+    [ "$(prop $1 InvocationID)" != "$2" ] && [ "$(prop $1 ActiveState)" = active ] && return 0
+    sleep 0.5
+  done; return 1; }
+"""
 
+
+def values(output: str) -> dict[str, str]:
+    """KEY=value words from the lines the step echoed itself (not from logs or JSON it printed)."""
+    return dict(word.split("=", 1) for line in output.splitlines() if re.match(r"[a-z_]+=", line)
+                for word in line.split() if "=" in word)

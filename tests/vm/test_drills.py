@@ -11,22 +11,9 @@ import re
 
 import pytest
 import testbed
+from scenarios import PRELUDE, values
 
 from mxrc_runtime import journal
-
-PRELUDE = r"""
-drill() { u=$1; shift; mkdir -p /run/systemd/system/$u.d
-          printf '%s\n' '[Service]' "$@" > /run/systemd/system/$u.d/drill.conf
-          systemctl daemon-reload; systemctl reset-failed $u; }
-undrill() { rm -rf /run/systemd/system/$1.d; systemctl daemon-reload; systemctl reset-failed $1; }
-prop() { systemctl show -p "$2" --value "$1"; }
-# wait_new_invocation UNIT OLD_ID SECONDS: until a new invocation is active
-wait_new_invocation() {
-  for i in $(seq 1 $(( $3 * 2 ))); do
-    [ "$(prop $1 InvocationID)" != "$2" ] && [ "$(prop $1 ActiveState)" = active ] && return 0
-    sleep 0.5
-  done; return 1; }
-"""
 
 RT = "mxrc-rt.service"
 NONRT = "mxrc-nonrt.service"
@@ -159,12 +146,6 @@ STEPS = [(name, PRELUDE + cmd) for name, cmd in STEPS]
 def drills(trixie_image, guest_files):
     machine = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
     return testbed.run_scenario(lambda: testbed.run_steps(trixie_image, machine, STEPS, guest_files, 1500))
-
-
-def values(output: str) -> dict[str, str]:
-    """KEY=value words from the lines the step echoed itself (not from logs or JSON it printed)."""
-    return dict(word.split("=", 1) for line in output.splitlines() if re.match(r"[a-z_]+=", line)
-                for word in line.split() if "=" in word)
 
 
 def test_setup(drills):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import testbed
-from test_drills import PRELUDE, values
+from scenarios import PRELUDE, values
 
 PROMETHEUS_YML = """\
 global: {scrape_interval: 1s, evaluation_interval: 1s}
