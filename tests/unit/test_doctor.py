@@ -59,8 +59,8 @@ def spec_robot_as_systemd_shows_it() -> doctor.LiveState:
     return doctor.LiveState(
         properties={
             names.RT: {**controller, "CPUAffinity": "2-3", "AllowedCPUs": "2-3",
-                       "CPUSchedulingPriority": "80", "NUMAPolicy": "bind", "NUMAMask": "0", "IOWeight": "500",
-                       "CPUQuotaPerSecUSec": "2s"},
+                       "CPUSchedulingPriority": "80", "NUMAPolicy": "bind", "NUMAMask": "0",
+                       "IOWeight": "500", "CPUQuotaPerSecUSec": "2s"},
             names.NONRT: {**controller, "CPUAffinity": "0-1", "IOWeight": "100"},
             names.MONITOR: {**running, "User": "mxrc-monitor", "CPUAffinity": "0-1"},
         },
