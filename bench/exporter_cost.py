@@ -278,12 +278,13 @@ def spread(values) -> dict:
 def summarize(rounds: list[dict]) -> dict:
     out = {"rounds": len(rounds),
            "exporter_cpu_ratio": spread([r["exporter_cpu_ratio"] for r in rounds]),
-           "exporter_plus_pid1_plus_dbus_ratio": spread([r["exporter_plus_pid1_plus_dbus_ratio"] for r in rounds])}
+           "exporter_plus_pid1_plus_dbus_ratio": spread([r["exporter_plus_pid1_plus_dbus_ratio"]
+                                                         for r in rounds])}
     for name in EXPORTERS:
         mine = [r[name] for r in rounds]
         out[name] = {key: spread([m[key] for m in mine]) for key in (
-            "exporter_cpu_ms_per_s", "idle_cpu_ms_per_s", "pid1_extra_cpu_ms_per_s", "dbus_extra_cpu_ms_per_s",
-            "scrape_ms_p50", "scrape_ms_p99")}
+            "exporter_cpu_ms_per_s", "idle_cpu_ms_per_s", "pid1_extra_cpu_ms_per_s",
+            "dbus_extra_cpu_ms_per_s", "scrape_ms_p50", "scrape_ms_p99")}
         for i, n in enumerate(BURSTS):
             out[name][f"burst_{n}"] = {key: spread([m["bursts"][i][key] for m in mine])
                                        for key in ("p50_ms", "p99_ms", "errors")}

@@ -40,7 +40,8 @@ UNITS = ("mxrc.target", "mxrc-nonrt.service", "mxrc-rt.service", "mxrc-monitor.s
 def snapshot(tick: int) -> Snapshot:
     units = tuple(UnitState(u, "loaded", "active", "running", "notify", "success", 2, 30_000_000, 1, None, 2)
                   for u in UNITS)
-    cgroups = {u: CgroupSample({"user": 90.0 + tick, "system": 10.0}, 50_000_000, 3, 2**31) for u in UNITS if u.endswith(".service")}
+    cgroups = {u: CgroupSample({"user": 90.0 + tick, "system": 10.0}, 50_000_000, 3, 2**31) for u in UNITS
+               if u.endswith(".service")}
     return Snapshot(units, cgroups, {u: 0.25 for u in cgroups}, 0, 0.0004, True, 0, time.time())
 
 

@@ -63,18 +63,20 @@ class StaticBus:
 
 def interrupts(cpus=4, lines=40):
     head = " " * 11 + "".join(f"CPU{i:<8}" for i in range(cpus)) + "\n"
-    rows = "".join(f"{n:>4}:" + "".join(f"{n * 1000 + i:>11}" for i in range(cpus)) + "  PCI-MSI  x-edge  dev\n"
+    rows = "".join(f"{n:>4}:" + "".join(f"{n * 1000 + i:>11}" for i in range(cpus))
+                   + "  PCI-MSI  x-edge  dev\n"
                    for n in range(lines))
     arch = "".join(f"{k}:" + "".join(f"{5000:>11}" for _ in range(cpus)) + "  arch\n"
-                   for k in ("NMI", "LOC", "SPU", "PMI", "IWI", "RTR", "RES", "CAL", "TLB", "TRM", "THR", "DFR", "MCE"))
+                   for k in ("NMI", "LOC", "SPU", "PMI", "IWI", "RTR", "RES", "CAL", "TLB", "TRM", "THR",
+                             "DFR", "MCE"))
     return head + rows + arch
 
 
 def softirqs(cpus=4):
     head = " " * 20 + "".join(f"CPU{i:<8}" for i in range(cpus)) + "\n"
     return head + "".join(f"{k:>12}:" + "".join(f"{1000:>11}" for _ in range(cpus)) + "\n"
-                          for k in ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED",
-                                    "HRTIMER", "RCU"))
+                          for k in ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET",
+                                    "SCHED", "HRTIMER", "RCU"))
 
 
 def build_tree(root: Path, groups=120, threads=300):
@@ -105,7 +107,8 @@ def timed(fn, calls=CALLS):
 
 
 def dbus_get_once():
-    obj = DBusAddress(systemd_bus.unit_path("mxrc-rt.service"), systemd_bus.SYSTEMD, systemd_bus.SERVICE_IFACE)
+    obj = DBusAddress(systemd_bus.unit_path("mxrc-rt.service"), systemd_bus.SYSTEMD,
+                      systemd_bus.SERVICE_IFACE)
     call = Properties(obj).get("WatchdogTimestampMonotonic")
     data = call.serialise(serial=7)
     parser = Parser()
@@ -149,11 +152,13 @@ def main() -> int:
             "cgroups": timed(monitor._sample_cgroups),
             "snapshot_without_cgroups": None,
             "render": timed(lambda: generate_latest(registry), calls=50),
-            "rt_scan": timed(lambda: rtcpu.sample(rt_cpus, rt_group, proc, cgroups, monitor.affinity), calls=20),
+            "rt_scan": timed(lambda: rtcpu.sample(rt_cpus, rt_group, proc, cgroups, monitor.affinity),
+                             calls=20),
         }
         whole = timed(monitor.snapshot)
         pieces["snapshot_without_cgroups"] = round(max(0.0, whole - pieces["cgroups"]), 1)
-    per_tick = {"refresh (3 Gets + snapshot + rt_scan)": round(3 * pieces["dbus_get"] + whole + pieces["rt_scan"], 1),
+    per_tick = {"refresh (3 Gets + snapshot + rt_scan)": round(3 * pieces["dbus_get"] + whole
+                                                               + pieces["rt_scan"], 1),
                 "render (only when scraped)": pieces["render"]}
     print(json.dumps({"what": "microseconds per call, median of rounds, native CPU (not TCG)",
                       "rounds": ROUNDS, "calls": CALLS, "pieces_us": pieces, "per_tick_us": per_tick,

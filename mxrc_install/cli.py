@@ -86,7 +86,8 @@ COMMANDS = {
     "configure": ("run the configure steps (called by the postinst)", cmd_configure),
     "steps": ("list the configure steps and whether each is enabled", cmd_steps),
     "isolate": ("keep interrupts, workqueues, kernel threads and deep idle states off the RT CPUs, "
-                "or put them back (run by mxrc-isolation.service)", call("pipeline.commands", "isolate_command", "action")),
+                "or put them back (run by mxrc-isolation.service)",
+                call("pipeline.commands", "isolate_command", "action")),
     "failover": ("record a unit's failure (run by mxrc-failover@.service)", cmd_failover),
     "doctor": ("check every promise of the spec on this running system: PASS / WARN / FAIL with fixes",
                call("ops.operations", "doctor_command", "json")),
@@ -95,7 +96,8 @@ COMMANDS = {
                call("ops.operations", "jitter_command", "cycles", "load", "json", "tool")),
     "boot-time": ("record, show and compare the MXRC services' boot-time initialisation (SC-006)",
                   cmd_boot_time),
-    "health-gate": ("succeed only when the controller is healthy (before boot-complete.target, for A/B updates)",
+    "health-gate": ("succeed only when the controller is healthy "
+                    "(before boot-complete.target, for A/B updates)",
                     call("ops.operations", "health_gate_command", "timeout")),
     "report": ("collect a support bundle (versions, plan, doctor, units, journal, capture) into a .tar.gz",
                call("ops.operations", "report_command", "output")),
@@ -140,13 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     subs["jitter"].add_argument("--cycles", type=_cycles, default=10_000,
                                 help="measurement cycles at 1 kHz (default: 10000, i.e. 10 s)")
     subs["jitter"].add_argument("--tool", choices=("cyclictest", "timerlat"), default="cyclictest",
-                                help="cyclictest (default); timerlat: rtla's tracer, which stops at the first "
-                                     "latency above 50 us and names its cause (IRQ, thread, idle exit)")
+                                help="cyclictest (default); timerlat: rtla's tracer, which stops at the "
+                                     "first latency above 50 us and names its cause (IRQ, thread, idle exit)")
     subs["jitter"].add_argument("--load", action="store_true",
                                 help="run SCHED_OTHER busy loops on every CPU while measuring")
     bt = subs["boot-time"].add_subparsers(dest="action", metavar="ACTION")
     bt_show = bt.add_parser("show", help="list the recorded boots (default)")
-    bt_record = bt.add_parser("record", help="record this boot (mxrc-boot-time.service does it at every boot)")
+    bt_record = bt.add_parser("record",
+                              help="record this boot (mxrc-boot-time.service does it at every boot)")
     bt_compare = bt.add_parser("compare", help="before vs after the boot optimisation, change in %%")
     for p in (bt_show, bt_compare):
         p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -49,7 +49,8 @@ KINDS = (
     Kind("isolcpus-missing", W, Status.FAIL), Kind("isolcpus-mismatch", W, Status.FAIL),
     Kind("cmdline-unparsable", W), Kind("kernel-not-rt", W), Kind("rt-group-sched", E),
     # isolcpus= as the kernel reads it (first wins, unknown flags skipped, no domain: not isolated)
-    Kind("isolcpus-duplicate", W), Kind("isolcpus-unknown-flag", W), Kind("isolcpus-no-domain", W, Status.FAIL),
+    Kind("isolcpus-duplicate", W), Kind("isolcpus-unknown-flag", W),
+    Kind("isolcpus-no-domain", W, Status.FAIL),
     # the machine
     Kind("few-cpus", W), Kind("cpus-offline", I), Kind("low-memory", W), Kind("systemd-old", E),
     Kind("cgroup-v1", E),

@@ -65,8 +65,8 @@ def unit_families(snap: Snapshot):
 
 
 def cgroup_families(snap: Snapshot):
-    cpu = _family(CounterMetricFamily, "systemd_unit_cpu_seconds", "Unit CPU time in seconds (cgroup cpu.stat)",
-                  ("name", "type", "mode"))
+    cpu = _family(CounterMetricFamily, "systemd_unit_cpu_seconds",
+                  "Unit CPU time in seconds (cgroup cpu.stat)", ("name", "type", "mode"))
     mem = _family(GaugeMetricFamily, "systemd_unit_memory_bytes", "Memory charged to the unit's cgroup")
     tasks = _family(GaugeMetricFamily, "systemd_unit_tasks_current",
                     "Current number of tasks per Systemd unit (threads included: TasksCurrent)")
@@ -107,17 +107,19 @@ def rt_families(snap: Snapshot):
     yield foreign
     if rt.threads_outside is not None:
         yield GaugeMetricFamily("mxrc_rt_threads_outside_rt_cpus",
-                                "Threads of mxrc-rt allowed on a CPU outside the RT set", value=rt.threads_outside)
+                                "Threads of mxrc-rt allowed on a CPU outside the RT set",
+                                value=rt.threads_outside)
 
 
 def health_families(snap: Snapshot):
-    yield CounterMetricFamily("mxrc_monitor_collection_errors", "Failed reads and D-Bus errors while collecting",
-                              value=snap.errors_total)
+    yield CounterMetricFamily("mxrc_monitor_collection_errors",
+                              "Failed reads and D-Bus errors while collecting", value=snap.errors_total)
     yield GaugeMetricFamily("mxrc_monitor_collection_seconds", "Time the last refresh took",
                             value=snap.collection_seconds)
     yield GaugeMetricFamily("mxrc_monitor_last_refresh_timestamp_seconds",
                             "Unix time of the snapshot being served", value=snap.timestamp)
-    yield GaugeMetricFamily("mxrc_monitor_dbus_connected", "1 while the exporter holds its systemd connection",
+    yield GaugeMetricFamily("mxrc_monitor_dbus_connected",
+                            "1 while the exporter holds its systemd connection",
                             value=1.0 if snap.bus_connected else 0.0)
     yield CounterMetricFamily("mxrc_monitor_dbus_reconnects", "Connections to systemd made after the first",
                               value=snap.bus_reconnects_total)

@@ -88,7 +88,8 @@ def parse_args(argv):
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                    help="TLS and basic auth, in exporter-toolkit's YAML format (see mxrc-monitor(8))")
     p.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
-                   help="serve on the sockets systemd passes (mxrc-monitor.socket) instead of --listen/--port")
+                   help="serve on the sockets systemd passes (mxrc-monitor.socket) instead of "
+                        "--listen/--port")
     # Command-line flags first, then $ARGS: the administrator's file wins over the drop-in.
     args = p.parse_args([*(sys.argv[1:] if argv is None else argv), *env_args()])
     if not 0 < args.port < 65536:
@@ -145,7 +146,8 @@ def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event,
         # A ping needs both the loop's tick and proof that scrapers are served.
         if watchdog and serving():
             ping()
-        next_tick = next_tick + REFRESH_SECONDS if now - next_tick < REFRESH_SECONDS else now + REFRESH_SECONDS
+        next_tick = (next_tick + REFRESH_SECONDS if now - next_tick < REFRESH_SECONDS
+                     else now + REFRESH_SECONDS)
 
 
 def ping() -> None:
@@ -231,7 +233,8 @@ def main(argv=None) -> int:
     log.info("serving metrics for %s on %s (%s%s; at most %d connections, %d requests at once)",
              ", ".join(units), where, "https" if web.ssl_context else "http",
              ", basic auth" if web.users else "", limits.max_connections, limits.max_requests)
-    serve(monitor, collector, stop, ServingProof(server), lambda: time.monotonic() - server.stats.last_metrics_at)
+    serve(monitor, collector, stop, ServingProof(server),
+          lambda: time.monotonic() - server.stats.last_metrics_at)
     notify("STOPPING=1")
     server.stop()
     return 0

@@ -112,7 +112,8 @@ class Monitor:
 
     # -- snapshot ------------------------------------------------------------
     def refresh(self) -> Snapshot:
-        """The periodic tick: reconnect when due, read the watchdog pings systemd does not signal, snapshot."""
+        """The periodic tick: reconnect when due, read the watchdog pings systemd
+        does not signal, snapshot."""
         started = time.perf_counter()
         if not self.connected and self.clock() >= self._next_attempt:
             self.connect()

@@ -39,7 +39,8 @@ class RtSample:
 
 def cpus_from_mask(mask) -> tuple[int, ...]:
     """systemd's byte-array CPU mask (byte i, bit j = CPU 8i+j) as sorted CPU numbers."""
-    return tuple(8 * i + bit for i, byte in enumerate(bytes(mask or b"")) for bit in range(8) if byte >> bit & 1)
+    return tuple(8 * i + bit for i, byte in enumerate(bytes(mask or b"")) for bit in range(8)
+                 if byte >> bit & 1)
 
 
 def _columns(header: str) -> list[int]:
@@ -166,7 +167,8 @@ def _read(path: Path) -> str:
 
 def counters(cpus, proc: Path = Path("/proc")) -> tuple[dict, dict]:
     """(interrupts, softirqs) of the RT CPUs: two small reads, every tick."""
-    return (parse_interrupts(_read(proc / "interrupts"), cpus), parse_softirqs(_read(proc / "softirqs"), cpus))
+    return (parse_interrupts(_read(proc / "interrupts"), cpus),
+            parse_softirqs(_read(proc / "softirqs"), cpus))
 
 
 def scan_tasks(cpus, rt_group: str | None, cgroup_root: Path = Path("/sys/fs/cgroup"),

@@ -294,7 +294,8 @@ class Server:
             first = False
             try:
                 request = parse_request(head)
-                if "transfer-encoding" in request.headers or int(request.headers.get("content-length", 0) or 0):
+                if ("transfer-encoding" in request.headers
+                        or int(request.headers.get("content-length", 0) or 0)):
                     raise BadRequest(413, "request bodies are not accepted")
             except (BadRequest, ValueError) as exc:
                 code = exc.code if isinstance(exc, BadRequest) else 400

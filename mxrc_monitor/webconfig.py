@@ -98,7 +98,8 @@ def parse(data, base: Path, name: str) -> WebConfig:
         try:
             import bcrypt  # noqa: F401
         except ImportError:
-            raise WebConfigError(f"{name}: basic_auth_users needs python3-bcrypt; apt install python3-bcrypt") \
+            raise WebConfigError(f"{name}: basic_auth_users needs python3-bcrypt; "
+                                 "apt install python3-bcrypt") \
                 from None
     return config
 
@@ -134,7 +135,8 @@ def tls_context(tls: dict, base: Path, where: str) -> ssl.SSLContext:
         try:
             ctx.load_verify_locations(base / tls["client_ca_file"])
         except (OSError, ssl.SSLError) as exc:
-            raise WebConfigError(f"{where}: cannot load client_ca_file {tls['client_ca_file']}: {exc}") from None
+            raise WebConfigError(f"{where}: cannot load client_ca_file {tls['client_ca_file']}: "
+                                 f"{exc}") from None
     return ctx
 
 

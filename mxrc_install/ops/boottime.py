@@ -114,7 +114,8 @@ def read_records(root: SysRoot) -> list[BootRecord]:
 
 
 def choose_pair(records: list[BootRecord], before_id: str | None = None, after_id: str | None = None):
-    """(before, after): the postinst's baseline or the newest unoptimised boot, against the newest optimised one."""
+    """(before, after): the postinst's baseline or the newest unoptimised boot,
+    against the newest optimised one."""
     def find(boot_id):
         return next((r for r in reversed(records) if r.boot_id.startswith(boot_id) and r.comparable), None)
     usable = [r for r in records if r.comparable]

@@ -42,12 +42,14 @@ ITEMS = (
     Item("units.txt", ("systemctl", "cat", "--no-pager", *UNITS)),
     Item("status.txt", ("systemctl", "status", "--no-pager", "-l", "--lines=20", *UNITS)),
     Item("journal.txt", ("journalctl", "--no-pager", "-o", "short-precise", "-n", str(JOURNAL_LINES),
-                         *[arg for u in (*names.SERVICES, names.ISOLATION, names.HARDWARE_CHECK) for arg in ("-u", u)])),
+                         *[arg for u in (*names.SERVICES, names.ISOLATION, names.HARDWARE_CHECK)
+                           for arg in ("-u", u)])),
 )
 
 
 def redact(text: str) -> str:
-    return ENVIRONMENT_LINE.sub(lambda m: m.group(1) + SECRET_ASSIGNMENT.sub(r"\1<redacted>", m.group(2)), text)
+    return ENVIRONMENT_LINE.sub(lambda m: m.group(1) + SECRET_ASSIGNMENT.sub(r"\1<redacted>", m.group(2)),
+                                text)
 
 
 def bounded(data: bytes) -> bytes:
@@ -56,7 +58,8 @@ def bounded(data: bytes) -> bytes:
     return data[:MAX_ITEM] + f"\n[cut at {MAX_ITEM} bytes of {len(data)}]\n".encode()
 
 
-def collect(run: Callable[[tuple[str, ...]], tuple[int, str, str]], progress=lambda msg: None) -> dict[str, bytes]:
+def collect(run: Callable[[tuple[str, ...]], tuple[int, str, str]],
+            progress=lambda msg: None) -> dict[str, bytes]:
     """name -> content for every item; a command that fails leaves its error in the bundle."""
     out = {}
     for n, item in enumerate(ITEMS, 1):

@@ -49,7 +49,8 @@ def analyse(root, durations: dict | None = None) -> Analysis:
             after[later].add(earlier)
         elif later in units and earlier != "shutdown.target":
             outside[later].add(earlier)
-    cycles = [unitgraph.describe(c) for c in (unitgraph.ordering_cycle(edges), unitgraph.requirement_cycle(edges))
+    cycles = [unitgraph.describe(c)
+              for c in (unitgraph.ordering_cycle(edges), unitgraph.requirement_cycle(edges))
               if c]
     waves, placed = [], set()
     while len(placed) < len(units):

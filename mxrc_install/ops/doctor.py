@@ -94,14 +94,16 @@ def check_properties(live: LiveState, placement: plan.Placement) -> list[Check]:
                              f"--type=extended | grep {unit}; after fixing: systemctl restart {unit}",
                              "FR-001..025"))
         else:
-            out.append(Check(f"properties:{unit}", PASS, f"{len(wanted)} properties as planned", spec="FR-001..025"))
+            out.append(Check(f"properties:{unit}", PASS, f"{len(wanted)} properties as planned",
+                             spec="FR-001..025"))
     return out
 
 
 def check_rt_scheduling(live: LiveState, placement: plan.Placement) -> list[Check]:
     sched = live.scheduling.get(names.RT)
     if sched is None:
-        return [Check("rt:scheduling", FAIL, "mxrc-rt has no running main process", "systemctl start mxrc.target")]
+        return [Check("rt:scheduling", FAIL, "mxrc-rt has no running main process",
+                      "systemctl start mxrc.target")]
     problems = []
     if sched.policy != "fifo" or sched.priority != placement.rt_priority:
         problems.append(f"policy {sched.policy} {sched.priority} (want fifo {placement.rt_priority})")
@@ -128,7 +130,8 @@ def check_exposure(live: LiveState) -> list[Check]:
             out.append(Check(f"exposure:{unit}", PASS, f"exposure {value:.1f} <= {limit}", spec="SC-005"))
         else:
             out.append(Check(f"exposure:{unit}", FAIL,
-                             f"exposure {value:.1f} > {limit}" + (f"; drop-ins: {dropins}" if dropins else ""),
+                             f"exposure {value:.1f} > {limit}"
+                             + (f"; drop-ins: {dropins}" if dropins else ""),
                              f"systemd-analyze security {unit} lists what is weakened; remove the "
                              "drop-in lines that relax the sandbox, then systemctl daemon-reload and "
                              f"systemctl restart {unit}", "SC-005"))
@@ -138,7 +141,8 @@ def check_exposure(live: LiveState) -> list[Check]:
 def check_journald(live: LiveState) -> list[Check]:
     cap = live.journald.get("SystemMaxUse")
     if not cap:
-        return [Check("journald:size-cap", WARN, "no SystemMaxUse= in force: the journal may take 10% of /var",
+        return [Check("journald:size-cap", WARN,
+                      "no SystemMaxUse= in force: the journal may take 10% of /var",
                       "reinstall mxrc-systemd (it ships /usr/lib/systemd/journald.conf.d/60-mxrc.conf) "
                       "or set SystemMaxUse= in /etc/systemd/journald.conf.d/", "assumption 10")]
     return [Check("journald:size-cap", PASS, f"SystemMaxUse={cap}"
@@ -166,7 +170,8 @@ def check_watchdog(live: LiveState) -> list[Check]:
     for unit in (names.RT, names.NONRT):
         value = live.properties.get(unit, {}).get("WatchdogUSec", "")
         if value in ("", "0", "infinity"):
-            out.append(Check(f"watchdog:{unit}", FAIL, f"WatchdogUSec={value or 'unset'}: a hang goes unnoticed",
+            out.append(Check(f"watchdog:{unit}", FAIL,
+                             f"WatchdogUSec={value or 'unset'}: a hang goes unnoticed",
                              f"remove the drop-in that sets WatchdogSec=0 for {unit}; mxrc-systemd verify",
                              "FR-004"))
         else:
@@ -177,8 +182,10 @@ def check_watchdog(live: LiveState) -> list[Check]:
 def check_dependencies(result: plan.Plan) -> list[Check]:
     cycles = [f for f in result.findings if f.id.endswith("-cycle")]
     if not cycles:
-        return [Check("dependencies:cycles", PASS, "no dependency loop between the MXRC units", spec="FR-022")]
-    return [Check(f"dependencies:{f.id}", findings.kind(f.id).status, f.reason, f.fix, "FR-022") for f in cycles]
+        return [Check("dependencies:cycles", PASS, "no dependency loop between the MXRC units",
+                      spec="FR-022")]
+    return [Check(f"dependencies:{f.id}", findings.kind(f.id).status, f.reason, f.fix, "FR-022")
+            for f in cycles]
 
 
 def check_restarts(live: LiveState) -> list[Check]:
@@ -198,7 +205,8 @@ def check_restarts(live: LiveState) -> list[Check]:
                              f"journalctl -b -u {unit} | grep -iE 'watchdog|oom'; see the operations manual",
                              "US2/US3"))
         else:
-            out.append(Check(f"restarts:{unit}", PASS, "no restarts, watchdog or OOM kills this boot", spec="US2/US3"))
+            out.append(Check(f"restarts:{unit}", PASS, "no restarts, watchdog or OOM kills this boot",
+                             spec="US2/US3"))
     return out
 
 

@@ -92,13 +92,14 @@ def check_kernel_isolation(f: IsolationFacts, p: plan.Placement, mode: str) -> l
     if c.nohz_full is not None and f.sys_nohz_full is None:
         problems.append("nohz_full= is ignored: this kernel was built without CONFIG_NO_HZ_FULL")
     elif c.nohz_full is not None and f.sys_nohz_full != c.nohz_full & f.online:
-        problems.append(f"nohz_full={cpus(c.nohz_full)} but the kernel runs tickless on {cpus(f.sys_nohz_full)}")
+        problems.append(f"nohz_full={cpus(c.nohz_full)} but the kernel runs tickless on "
+                        f"{cpus(f.sys_nohz_full)}")
     evidence = (f"isolated: {cpus(f.sys_isolated)}; nohz_full: "
                 + ("not supported by this kernel" if f.sys_nohz_full is None else cpus(f.sys_nohz_full)))
     if problems:
         return [Check("isolation:kernel", WARN, "; ".join(problems) + f" ({evidence})",
-                      "check dmesg | grep -iE 'isolcpus|nohz' for the reason; a kernel with CONFIG_NO_HZ_FULL=y "
-                      "is needed for nohz_full= (Debian's linux-image-rt-amd64)", SPEC)]
+                      "check dmesg | grep -iE 'isolcpus|nohz' for the reason; a kernel with "
+                      "CONFIG_NO_HZ_FULL=y is needed for nohz_full= (Debian's linux-image-rt-amd64)", SPEC)]
     return [Check("isolation:kernel", PASS, evidence, spec=SPEC)]
 
 
@@ -112,10 +113,12 @@ def check_rt_cpuset(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Che
                       "systemctl start mxrc.target", SPEC)]
     if cg.effective is None or not cg.effective <= rt:
         where = "no cpuset (every CPU)" if cg.effective is None else f"CPUs {cpus(cg.effective)}"
-        return [Check("isolation:rt-cpuset", FAIL, f"{cg.path} may use {where}, not only the RT CPUs {cpus(rt)}: "
+        return [Check("isolation:rt-cpuset", FAIL,
+                      f"{cg.path} may use {where}, not only the RT CPUs {cpus(rt)}: "
                       "a thread of mxrc-rt can leave its cores", f"{APPLY}; systemctl restart {names.RT}; "
                       f"an admin drop-in may override AllowedCPUs=: systemd-delta --type=extended", SPEC)]
-    out = [Check("isolation:rt-cpuset", PASS, f"{cg.path}: cpuset.cpus.effective {cpus(cg.effective)}", spec=SPEC)]
+    out = [Check("isolation:rt-cpuset", PASS, f"{cg.path}: cpuset.cpus.effective {cpus(cg.effective)}",
+                 spec=SPEC)]
     if mode == AUTO:
         out += check_partition(cg.path, cg.partition)
     return out
@@ -123,16 +126,19 @@ def check_rt_cpuset(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Che
 
 def check_partition(path: str, partition: str | None) -> list[Check]:
     if partition == "isolated":
-        return [Check("isolation:rt-partition", PASS, f"{path}: cpuset partition isolated (no load balancing, "
+        return [Check("isolation:rt-partition", PASS,
+                      f"{path}: cpuset partition isolated (no load balancing, "
                       "no other cgroup on these CPUs)", spec=SPEC)]
     if path != names.RT_SLICE:
-        return [Check("isolation:rt-partition", FAIL, f"mxrc-rt runs in {path}, not in its own {names.RT_SLICE}",
+        return [Check("isolation:rt-partition", FAIL,
+                      f"mxrc-rt runs in {path}, not in its own {names.RT_SLICE}",
                       f"{APPLY}; systemctl restart {names.RT}", SPEC)]
     reason = partition or "no cpuset.cpus.partition"
     return [Check("isolation:rt-partition", WARN, f"{path} partition is {reason!r}, not 'isolated': the "
-                  "RT CPUs are confined but still load-balanced", "the kernel must support cgroup v2 isolated "
-                  "partitions (6.x) and no other cgroup may claim the RT CPUs; the reason in parentheses names "
-                  f"what is missing; after fixing: systemctl restart {names.RT}", SPEC)]
+                  "RT CPUs are confined but still load-balanced",
+                  "the kernel must support cgroup v2 isolated "
+                  "partitions (6.x) and no other cgroup may claim the RT CPUs; the reason in parentheses "
+                  f"names what is missing; after fixing: systemctl restart {names.RT}", SPEC)]
 
 
 def check_slices(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
@@ -144,11 +150,13 @@ def check_slices(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]
         if not on_rt:
             out.append(Check(cid, PASS, f"{s.path} confined to CPUs {cpus(allowed)}", spec=SPEC))
         elif mode != AUTO:
-            out.append(Check(cid, PASS, f"{s.path} may use CPUs {cpus(allowed)}; isolation.mode={mode} leaves "
+            out.append(Check(cid, PASS,
+                             f"{s.path} may use CPUs {cpus(allowed)}; isolation.mode={mode} leaves "
                              "it to the kernel command line", spec=SPEC))
         else:
             out.append(Check(cid, FAIL, f"{s.path} may use the RT CPUs {cpus(on_rt)} (cpuset.cpus.effective "
-                             f"{cpus(allowed)})", f"{APPLY}; by hand: systemctl set-property --runtime {s.path} "
+                             f"{cpus(allowed)})",
+                             f"{APPLY}; by hand: systemctl set-property --runtime {s.path} "
                              f"AllowedCPUs={cpus(p.nonrt_cpus)}", SPEC))
     return out
 
@@ -170,8 +178,8 @@ def _by_process(tasks) -> list[str]:
 def check_tasks(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
     foreign = [t for t in f.tasks if not t.kernel and not is_rt_owned(t) and t.allowed & p.rt_cpus]
     if not foreign:
-        return [Check("isolation:tasks", PASS, f"no process outside mxrc-rt may run on the RT CPUs {cpus(p.rt_cpus)}",
-                      spec=SPEC)]
+        return [Check("isolation:tasks", PASS,
+                      f"no process outside mxrc-rt may run on the RT CPUs {cpus(p.rt_cpus)}", spec=SPEC)]
     procs = _by_process(foreign)
     fix = (f"{APPLY}, then systemctl daemon-reexec for PID 1; a process that set its own affinity "
            f"(taskset, sched_setaffinity) must be stopped or moved: taskset -apc {cpus(p.nonrt_cpus)} PID"
@@ -187,10 +195,12 @@ def check_kernel_threads(f: IsolationFacts, p: plan.Placement, mode: str) -> lis
     movable = [t for t in kernel if not t.per_cpu]
     per_cpu = len(kernel) - len(movable)
     if not movable:
-        return [Check("isolation:kthreads", PASS, f"{per_cpu} per-CPU kernel threads on the RT CPUs (expected); "
+        return [Check("isolation:kthreads", PASS,
+                      f"{per_cpu} per-CPU kernel threads on the RT CPUs (expected); "
                       "no movable one", spec=SPEC)]
     named = [f"PID {t.pid} ({t.comm}, CPUs {cpus(t.allowed)})" for t in movable]
-    return [Check("isolation:kthreads", WARN, f"{len(movable)} movable kernel thread(s) may run on the RT CPUs: "
+    return [Check("isolation:kthreads", WARN,
+                  f"{len(movable)} movable kernel thread(s) may run on the RT CPUs: "
                   f"{_listed(named)}", f"{APPLY}; by hand: taskset -pc {cpus(p.nonrt_cpus)} PID; nohz_full= "
                   "on the kernel command line keeps new ones off", SPEC)]
 
@@ -209,10 +219,12 @@ def check_irqs(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
     if not on_rt:
         return [Check("isolation:irqs", PASS, f"no IRQ is delivered to the RT CPUs {cpus(p.rt_cpus)} "
                       f"({len(f.irqs)} IRQs){pending}", spec=SPEC)]
-    named = [f"IRQ {i.number} ({i.name or '?'}, {_irq_kind(i.managed)}) on CPU {cpus(i.effective & p.rt_cpus)}"
+    named = [f"IRQ {i.number} ({i.name or '?'}, {_irq_kind(i.managed)}) on CPU "
+             f"{cpus(i.effective & p.rt_cpus)}"
              for i in on_rt]
     status = breach(mode) if any(i.managed is False for i in on_rt) else WARN
-    return [Check("isolation:irqs", status, f"{len(on_rt)} IRQ(s) delivered to the RT CPUs: {_listed(named)}{pending}",
+    return [Check("isolation:irqs", status,
+                  f"{len(on_rt)} IRQ(s) delivered to the RT CPUs: {_listed(named)}{pending}",
                   f"{APPLY} moves the movable ones; by hand: echo {cpus(p.nonrt_cpus)} > "
                   "/proc/irq/N/smp_affinity_list (Input/output error means managed: only "
                   "isolcpus=managed_irq,... on the kernel command line keeps those off)", SPEC)]
@@ -221,13 +233,13 @@ def check_irqs(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
 def check_irq_default(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
     d = f.irq_default
     if d is None:
-        return [Check("isolation:irq-default", WARN, "/proc/irq/default_smp_affinity is unreadable", "run as root",
-                      SPEC)]
+        return [Check("isolation:irq-default", WARN, "/proc/irq/default_smp_affinity is unreadable",
+                      "run as root", SPEC)]
     if not d & p.rt_cpus or mode != AUTO:
         return [Check("isolation:irq-default", PASS, f"new IRQs start on CPUs {cpus(d)}", spec=SPEC)]
-    return [Check("isolation:irq-default", FAIL, f"new IRQs start on CPUs {cpus(d)}, RT CPUs {cpus(d & p.rt_cpus)} "
-                  "included", f"{APPLY}; by hand: echo {hexmask(p.nonrt_cpus)} > /proc/irq/default_smp_affinity",
-                  SPEC)]
+    return [Check("isolation:irq-default", FAIL,
+                  f"new IRQs start on CPUs {cpus(d)}, RT CPUs {cpus(d & p.rt_cpus)} included",
+                  f"{APPLY}; by hand: echo {hexmask(p.nonrt_cpus)} > /proc/irq/default_smp_affinity", SPEC)]
 
 
 def check_irqbalance(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
@@ -240,10 +252,11 @@ def check_irqbalance(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Ch
     if rt <= f.sys_isolated:
         return [Check("isolation:irqbalance", PASS, "irqbalance leaves the isolated CPUs (isolcpus=) alone",
                       spec=SPEC)]
-    return [Check("isolation:irqbalance", breach(mode), f"irqbalance may move IRQs onto the RT CPUs {cpus(rt)} "
+    return [Check("isolation:irqbalance", breach(mode),
+                  f"irqbalance may move IRQs onto the RT CPUs {cpus(rt)} "
                   f"(banned: {cpus(ib.banned)})", f"{APPLY} (writes IRQBALANCE_BANNED_CPULIST={cpus(rt)} to "
-                  f"{dropin_path(IRQBALANCE)}; /etc/default/irqbalance overrides it); then systemctl restart irqbalance",
-                  SPEC)]
+                  f"{dropin_path(IRQBALANCE)}; /etc/default/irqbalance overrides it); "
+                  "then systemctl restart irqbalance", SPEC)]
 
 
 # -- workqueues, idle, throttling -----------------------------------------------------
@@ -255,7 +268,8 @@ def check_workqueue(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Che
                       "run as root", SPEC)]
     if not m & p.rt_cpus or mode != AUTO:
         return [Check("isolation:workqueue", PASS, f"unbound workqueues run on CPUs {cpus(m)}", spec=SPEC)]
-    return [Check("isolation:workqueue", FAIL, f"unbound workqueues may run on the RT CPUs {cpus(m & p.rt_cpus)} "
+    return [Check("isolation:workqueue", FAIL,
+                  f"unbound workqueues may run on the RT CPUs {cpus(m & p.rt_cpus)} "
                   f"(cpumask {cpus(m)})", f"{APPLY}; by hand: echo {hexmask(p.nonrt_cpus)} > "
                   "/sys/devices/virtual/workqueue/cpumask", SPEC)]
 
@@ -298,8 +312,8 @@ def check_throttling(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Ch
     elif f.rt_runtime_us < 0:
         parts.append("RT throttling off (sched_rt_runtime_us=-1)")
     else:
-        parts.append(f"RT throttling: SCHED_FIFO may use {f.rt_runtime_us} of every {f.rt_period_us or '?'} us "
-                     "per CPU; only a loop that never sleeps meets the limit")
+        parts.append(f"RT throttling: SCHED_FIFO may use {f.rt_runtime_us} of every {f.rt_period_us or '?'} "
+                     "us per CPU; only a loop that never sleeps meets the limit")
     servers = {c: ns for c, ns in (f.fair_server_ns or {}).items() if c in p.rt_cpus}
     if f.fair_server_ns is None:
         parts.append("fair server: unknown (debugfs not readable)")
@@ -310,7 +324,8 @@ def check_throttling(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Ch
                  else "no RT group scheduling")
     evidence = "; ".join(parts)
     if f.rt_runtime_us is not None and f.rt_runtime_us < 0 and not any(servers.values()):
-        return [Check("isolation:throttling", WARN, evidence + ": a runaway mxrc-rt loop starves the RT CPUs' "
+        return [Check("isolation:throttling", WARN,
+                      evidence + ": a runaway mxrc-rt loop starves the RT CPUs' "
                       "kernel threads (RCU stalls, hung workqueues)", "echo 950000 > "
                       "/proc/sys/kernel/sched_rt_runtime_us (persist in /etc/sysctl.d/); the loop itself is "
                       "unaffected while it sleeps each cycle", SPEC)]
@@ -331,7 +346,8 @@ def check_rt_threads(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Ch
     summary = ", ".join(f"{n} {k}" for k, n in sorted(policies.items()))
     if outside:
         named = [f"TID {t.tid} ({t.comm}, {t.policy} {t.priority}, CPUs {cpus(t.allowed)})" for t in outside]
-        return [Check("isolation:rt-threads", FAIL, f"{len(outside)} of {len(threads)} mxrc-rt threads may leave "
+        return [Check("isolation:rt-threads", FAIL,
+                      f"{len(outside)} of {len(threads)} mxrc-rt threads may leave "
                       f"the RT CPUs {cpus(p.rt_cpus)}: {_listed(named)}", f"{APPLY}; systemctl restart "
                       f"{names.RT} (AllowedCPUs= on mxrc-rt confines every thread, whatever it calls)", SPEC)]
     return [Check("isolation:rt-threads", PASS, f"{len(threads)} threads ({summary}), all within CPUs "
@@ -344,20 +360,22 @@ def check_rt_memlock(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Ch
     unlocked = [pid for pid, kb in f.locked_kb.items() if not kb]
     locked = ", ".join(f"PID {pid}: {kb} kB" for pid, kb in f.locked_kb.items())
     if unlocked:
-        return [Check("isolation:rt-memlock", WARN, f"mxrc-rt holds no locked memory ({locked}): a page fault "
+        return [Check("isolation:rt-memlock", WARN,
+                      f"mxrc-rt holds no locked memory ({locked}): a page fault "
                       "can stall a cycle", "call mlockall(MCL_CURRENT | MCL_FUTURE) at start (the unit sets "
                       "LimitMEMLOCK=infinity); its journal line says mlockall=ok or the error", SPEC)]
     return [Check("isolation:rt-memlock", PASS, f"locked memory (VmLck) {locked}", spec=SPEC)]
 
 
 # Order of the report: boot-time layers, then cgroups, tasks, IRQs, the rest, mxrc-rt itself.
-CHECKS = (check_cmdline, check_kernel_isolation, check_rt_cpuset, check_slices, check_tasks, check_kernel_threads,
-          check_irqs, check_irq_default, check_irqbalance, check_workqueue, check_cstates, check_throttling,
-          check_rt_threads, check_rt_memlock)
+CHECKS = (check_cmdline, check_kernel_isolation, check_rt_cpuset, check_slices, check_tasks,
+          check_kernel_threads, check_irqs, check_irq_default, check_irqbalance, check_workqueue,
+          check_cstates, check_throttling, check_rt_threads, check_rt_memlock)
 
 
 def run_checks(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
     if not p.rt_cpus or p.rt_cpus >= f.online:
-        return [Check("isolation:plan", PASS, f"the RT CPUs {cpus(p.rt_cpus)} are all CPUs: nothing to isolate "
+        return [Check("isolation:plan", PASS,
+                      f"the RT CPUs {cpus(p.rt_cpus)} are all CPUs: nothing to isolate "
                       "them from", spec=SPEC)]
     return [c for check in CHECKS for c in check(f, p, mode)]

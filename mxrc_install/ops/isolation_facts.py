@@ -69,7 +69,8 @@ class Irq:
 
     @property
     def moving(self) -> bool:
-        """Asked off the CPUs it is on: x86 moves such an IRQ at its next interrupt, so it may sit there a while."""
+        """Asked off the CPUs it is on: x86 moves such an IRQ at its next interrupt,
+        so it may sit there a while."""
         return self.requested is not None and not self.effective & self.requested
 
 
@@ -271,7 +272,8 @@ def _int(text: str | None) -> int | None:
 
 
 def rt_cgroup(root: SysRoot, tasks: tuple, rt_unit: str) -> Cpuset | None:
-    """The RT slice (names.RT_SLICE) when the enforcement created it, else the cgroup mxrc-rt's processes run in."""
+    """The RT slice (names.RT_SLICE) when the enforcement created it,
+    else the cgroup mxrc-rt's processes run in."""
     found = read_cpuset(root, RT_SLICE)
     if found:
         return found
@@ -313,5 +315,6 @@ def read(root: SysRoot, online: frozenset, rt_cpus: frozenset, rt_group_sched: b
         fair_server_ns=read_fair_server(root),
         rt_group_sched=rt_group_sched,
         locked_kb={pid: _int((_status_field(root.read_text(f"/proc/{pid}/status") or "", "VmLck") or "")
-                             .removesuffix("kB")) for pid in sorted({t.pid for t in tasks if t.unit == rt_unit})},
+                             .removesuffix("kB"))
+                   for pid in sorted({t.pid for t in tasks if t.unit == rt_unit})},
     )

@@ -57,8 +57,8 @@ class JitterResult:
 def unit_properties(p: plan.Placement) -> list[str]:
     """mxrc-rt's placement and limits, as systemd-run -p arguments."""
     props = [f"CPUAffinity={' '.join(map(str, sorted(p.rt_cpus)))}", "CPUSchedulingPolicy=fifo",
-             f"CPUSchedulingPriority={p.rt_priority}", f"LimitRTPRIO={p.rt_priority}", "LimitMEMLOCK=infinity",
-             f"CPUQuota={p.cpu_quota_percent}%", f"MemoryMax={p.memory_max}"]
+             f"CPUSchedulingPriority={p.rt_priority}", f"LimitRTPRIO={p.rt_priority}",
+             "LimitMEMLOCK=infinity", f"CPUQuota={p.cpu_quota_percent}%", f"MemoryMax={p.memory_max}"]
     if p.numa_nodes:
         props += ["NUMAPolicy=bind", f"NUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}"]
     return props
@@ -132,8 +132,9 @@ def result_from(parsed: dict, p: plan.Placement, load: bool, preempt_rt: bool | 
     max_us = max(s["Max Latencies"])
     avgs, mins = s.get("Avg Latencies", [0]), s.get("Min Latencies", [0])
     return JitterResult(
-        cycles=_cycles(s, total, len(p.rt_cpus)), samples=total, min_us=min(mins), avg_us=round(sum(avgs) / len(avgs), 1),
-        p99_us=percentile(histogram, total, 0.99, max_us), p999_us=percentile(histogram, total, 0.999, max_us),
+        cycles=_cycles(s, total, len(p.rt_cpus)), samples=total, min_us=min(mins),
+        avg_us=round(sum(avgs) / len(avgs), 1), p99_us=percentile(histogram, total, 0.99, max_us),
+        p999_us=percentile(histogram, total, 0.999, max_us),
         max_us=max_us, overflows=overflows, histogram=histogram, cpus=tuple(sorted(p.rt_cpus)),
         priority=p.rt_priority, load=load, preempt_rt=preempt_rt)
 
@@ -167,7 +168,8 @@ def result_text(r: JitterResult) -> str:
     lines.append("")
     lines.append(f"{verdict}: max {r.max_us} us {'<=' if r.passed else '>'} {SC001_MAX_US} us (SC-001)")
     if r.preempt_rt is False:
-        lines.append("note: this kernel is not PREEMPT_RT; install linux-image-rt-amd64 for the spec's figure")
+        lines.append("note: this kernel is not PREEMPT_RT; "
+                     "install linux-image-rt-amd64 for the spec's figure")
     return "\n".join(lines) + "\n"
 
 
@@ -208,7 +210,8 @@ def load_running(p: plan.Placement, online_cpus: int):
     return running
 
 
-def run(p: plan.Placement, cycles: int, load: bool, preempt_rt: bool | None, online_cpus: int) -> JitterResult:
+def run(p: plan.Placement, cycles: int, load: bool, preempt_rt: bool | None,
+        online_cpus: int) -> JitterResult:
     if not shutil.which("cyclictest"):
         raise JitterError("cyclictest not found: apt install rt-tests")
     stop = threading.Event()
@@ -216,7 +219,8 @@ def run(p: plan.Placement, cycles: int, load: bool, preempt_rt: bool | None, onl
     with load_running(p, online_cpus)(load):
         ticker.start()
         try:
-            proc = subprocess.run(command(p, cycles, f"mxrc-jitter-{os.getpid()}"), capture_output=True, text=True)
+            proc = subprocess.run(command(p, cycles, f"mxrc-jitter-{os.getpid()}"), capture_output=True,
+                                  text=True)
         finally:
             stop.set()
             ticker.join()

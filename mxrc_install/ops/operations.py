@@ -13,7 +13,8 @@ from pathlib import Path
 from mxrc_install import names, process
 from mxrc_install.pipeline import apply
 
-from mxrc_install.ops import boottime, bundle, deps, doctor, healthgate, isolation, isolation_facts, jitter, live, timerlat
+from mxrc_install.ops import (boottime, bundle, deps, doctor, healthgate, isolation, isolation_facts, jitter,
+                              live, timerlat)
 from mxrc_install.pipeline.commands import capture, current_plan, load_config
 from mxrc_install.exits import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS, UserError
 from mxrc_install.sysroot import SysRoot
@@ -44,7 +45,8 @@ def doctor_command(root: SysRoot, as_json: bool) -> int:
 
 def isolation_checks(root: SysRoot, facts, result) -> list:
     """The RT isolation layers (issue #10), read after live.gather so its short-lived children are gone."""
-    found = isolation_facts.read(root, facts.cpus.online, result.placement.rt_cpus, facts.rt_group_sched, names.RT)
+    found = isolation_facts.read(root, facts.cpus.online, result.placement.rt_cpus, facts.rt_group_sched,
+                                 names.RT)
     # doctor itself runs wherever its shell does: naming it would hide the real offenders.
     found = isolation_facts.without_pids(found, {os.getpid()})
     return isolation.run_checks(found, result.placement, result.placement.isolation)
@@ -76,8 +78,10 @@ def boot_time_record(root: SysRoot, label: str, if_absent: bool) -> int:
         # Started by hand after the boot (or partly): it says nothing about booting.
         print("mxrc-systemd: the MXRC services were not started by this boot; nothing recorded")
         return EXIT_OK
-    apply.write_atomic(root.path(boottime.RECORDS), boottime.render_records(boottime.with_record(records, record)))
-    ready = "not started at boot" if record.ready_seconds is None else f"MXRC ready {record.ready_seconds:.3f} s"
+    apply.write_atomic(root.path(boottime.RECORDS),
+                       boottime.render_records(boottime.with_record(records, record)))
+    ready = ("not started at boot" if record.ready_seconds is None
+             else f"MXRC ready {record.ready_seconds:.3f} s")
     print(f"mxrc-systemd: recorded boot {record.boot_id[:12]} as {label!r} "
           f"(optimize={'yes' if record.optimized else 'no'}, {ready} after userspace start)")
     return EXIT_OK

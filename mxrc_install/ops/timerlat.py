@@ -32,16 +32,19 @@ HINTS = {
                          "idle state (doctor: isolation:cstates)",
     "Previous IRQ interference": "another interrupt was still running on the RT CPU (doctor: isolation:irqs)",
     "Timerlat IRQ duration": "the timer interrupt handler itself was slow",
-    "Blocking thread": "the named thread ran with preemption or interrupts off (see its stack trace in the trace file)",
+    "Blocking thread": "the named thread ran with preemption or interrupts off "
+                       "(see its stack trace in the trace file)",
     "NMI interference": "NMIs (perf or the NMI watchdog): nmi_watchdog=0 on the kernel command line",
     "IRQ interference": "device interrupts ran on the RT CPU (doctor: isolation:irqs)",
     "Softirq interference": "softirqs (network, block, timers) ran on the RT CPU: move their IRQs off it",
-    "Thread interference": "another thread ran first on the RT CPU (doctor: isolation:tasks, isolation:kthreads)",
+    "Thread interference": "another thread ran first on the RT CPU "
+                           "(doctor: isolation:tasks, isolation:kthreads)",
 }
 TOTALS = ("IRQ latency", "Thread latency")
 # "  Blocking thread:        23.19 us (68.12 %)", "  IRQ handler delay: (exit from idle)  1.00 us (1.1 %)",
 # "  Previous IRQ interference:   up to  5.00 us"; interference lines carry no colon.
-PART_RE = re.compile(r"^ {2}(?P<label>[A-Z][A-Za-z ]*?[^\W\d_A-Z]):?\s+(?P<idle>\(exit from idle\))?\s*(?:up to\s+)?"
+PART_RE = re.compile(r"^ {2}(?P<label>[A-Z][A-Za-z ]*?[^\W\d_A-Z]):?\s+"
+                     r"(?P<idle>\(exit from idle\))?\s*(?:up to\s+)?"
                      r"(?P<us>\d+\.\d+) us(?: \((?P<pct>\d+(?:\.\d+)?) ?%\))?\s*$")
 # "\t                 objtool:49256   \t\t   23.19 us" (the duration is missing for an IRQ-context stop)
 SOURCE_RE = re.compile(r"^\t\s*(?P<name>[^\t]*\S):(?P<id>\d+)\s*(?:(?P<us>\d+\.\d+) us)?\s*$")
@@ -104,8 +107,9 @@ def tracer_available(root: SysRoot) -> bool | None:
 def require_timerlat(root: SysRoot, rtla_path: str | None) -> None:
     available = tracer_available(root)
     if available is False:
-        raise JitterError("this kernel has no timerlat tracer (CONFIG_TIMERLAT_TRACER): use --tool cyclictest, "
-                          "or boot a kernel with it (Debian's 6.x kernels, linux-image-rt-amd64 included)")
+        raise JitterError("this kernel has no timerlat tracer (CONFIG_TIMERLAT_TRACER): "
+                          "use --tool cyclictest, or boot a kernel with it "
+                          "(Debian's 6.x kernels, linux-image-rt-amd64 included)")
     if available is None:
         raise JitterError(f"cannot read {TRACERS[0]}: run as root with tracefs mounted "
                           "(mount -t tracefs nodev /sys/kernel/tracing)")
@@ -187,13 +191,15 @@ def parse_analysis(text: str) -> tuple:
     return tuple(spikes)
 
 
-def result_from(text: str, p: plan.Placement, seconds: int, load: bool, trace_file: str | None) -> TimerlatResult:
+def result_from(text: str, p: plan.Placement, seconds: int, load: bool,
+                trace_file: str | None) -> TimerlatResult:
     irq, thread = parse_top(text)
     spikes = parse_analysis(text)
     if not thread and not spikes:
         head = " | ".join(text.strip().splitlines()[:3])
         raise JitterError(f"rtla timerlat printed no summary; it said: {head or 'nothing'}")
-    return TimerlatResult(tuple(sorted(p.rt_cpus)), p.rt_priority, seconds, irq, thread, spikes, trace_file, load)
+    return TimerlatResult(tuple(sorted(p.rt_cpus)), p.rt_priority, seconds, irq, thread, spikes, trace_file,
+                          load)
 
 
 def describe(part: Part) -> str:
@@ -208,7 +214,8 @@ def result_text(r: TimerlatResult) -> str:
     lines = [f"timerlat (rtla): {r.seconds} s at 1 kHz on CPUs {format_cpulist(r.cpus)}, timer threads "
              f"SCHED_FIFO {r.priority}" + (", under load" if r.load else "")]
     for cpu in sorted(r.thread_max_us):
-        lines.append(f"  CPU {cpu}: IRQ max {r.irq_max_us.get(cpu, '?')} us, thread max {r.thread_max_us[cpu]} us")
+        lines.append(f"  CPU {cpu}: IRQ max {r.irq_max_us.get(cpu, '?')} us, thread max "
+                     f"{r.thread_max_us[cpu]} us")
     for s in r.spikes:
         cause = s.cause
         lines.append(f"spike on CPU {s.cpu}: {s.context.lower()} latency {s.total_us:.2f} us")

@@ -118,7 +118,8 @@ def actions_for(root: SysRoot, files: dict[str, str]) -> list:
     for path, text in sorted(files.items()):
         if paths.ownable(path) is None:
             raise UnsafePath(f"{path}: the plan names a file outside the ones mxrc-systemd may own "
-                             f"({', '.join(r.shape for r in paths.OWNABLE)}); this is a bug, please report it")
+                             f"({', '.join(r.shape for r in paths.OWNABLE)}); "
+                             "this is a bug, please report it")
         state, current = _ownership(root, path, owned)
         if state == "unsafe":
             actions.append(Keep(path, "a symlink or not a regular file on the way; not followed"))

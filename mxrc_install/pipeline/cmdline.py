@@ -39,7 +39,8 @@ def _words(raw: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_isolcpus(value: str, last_cpu: int | None) -> tuple[frozenset[int], frozenset[str], tuple[str, ...]]:
+def parse_isolcpus(value: str, last_cpu: int | None) -> tuple[frozenset[int], frozenset[str],
+                                                              tuple[str, ...]]:
     """`isolcpus=[flag,...,]cpulist` read as kernel/sched/isolation.c does.
 
     Leading alphabetic words followed by a comma are flags; unknown ones are
@@ -54,7 +55,8 @@ def parse_isolcpus(value: str, last_cpu: int | None) -> tuple[frozenset[int], fr
         elif all(c.isascii() and (c.isalpha() or c == "_") for c in word):
             unknown.append(word)
         else:
-            raise CpuListError(f"isolcpus={value!r}: invalid flag {word!r}; the kernel ignores this isolcpus=")
+            raise CpuListError(f"isolcpus={value!r}: invalid flag {word!r}; "
+                               "the kernel ignores this isolcpus=")
     if not parts or not parts[0] or parts[0][:1].isalpha() and parts[0] != "N":
         raise CpuListError(f"isolcpus={value!r}: flags but no CPU list")
     return parse_cpulist(",".join(parts), last_cpu), frozenset(flags or {"domain"}), tuple(unknown)

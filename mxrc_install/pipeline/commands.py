@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def load_config(root: SysRoot) -> config.Config:
     text = root.read_setting(config.CONFIG_PATH)
-    return config.parse_config(text, str(root.path(config.CONFIG_PATH))) if text is not None else config.Config()
+    return (config.parse_config(text, str(root.path(config.CONFIG_PATH))) if text is not None
+            else config.Config())
 
 
 def can_probe(root: SysRoot) -> bool:
@@ -146,9 +147,11 @@ def verify(root: SysRoot) -> int:
     for path, text in result.owned_files().items():
         ok = root.read_text(path) == text
         problems += not ok
-        print(f"{'PASS' if ok else 'FAIL'} {path}" + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
+        print(f"{'PASS' if ok else 'FAIL'} {path}"
+              + ("" if ok else ": differs from the plan; run mxrc-systemd apply"))
     if root.systemd_running():
-        for unit, prop, want in ((u, k, v) for u, props in expected.planned_properties(result.placement).items()
+        for unit, prop, want in ((u, k, v)
+                                 for u, props in expected.planned_properties(result.placement).items()
                                  for k, v in props.items()):
             value = process.run(["systemctl", "show", "-p", prop, "--value", unit]).stdout.strip()
             ok = value == want

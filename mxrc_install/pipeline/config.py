@@ -70,7 +70,8 @@ def parse_size(value: str):
         raise ConfigError(f"rt.memory_max = {value!r}: use a size such as 2G or 512M, or 'auto'")
     size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
     if size < 64 * 1024**2:
-        raise ConfigError(f"rt.memory_max = {value!r}: below 64M the controller cannot start; use 2G or 'auto'")
+        raise ConfigError(f"rt.memory_max = {value!r}: below 64M the controller cannot start; "
+                          "use 2G or 'auto'")
     return size
 
 

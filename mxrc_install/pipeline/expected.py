@@ -21,8 +21,8 @@ def _timespan(seconds: int) -> str:
 
 # Every property expected_properties() may name: what live.gather asks systemctl for.
 PROPERTY_NAMES = frozenset({
-    "Restart", "RestartUSec", "StartLimitBurst", "StartLimitIntervalUSec", "WatchdogUSec", "User", "MemoryMax",
-    "CPUAffinity", "AllowedCPUs", "CPUSchedulingPriority", "NUMAPolicy", "NUMAMask", "IOWeight",
+    "Restart", "RestartUSec", "StartLimitBurst", "StartLimitIntervalUSec", "WatchdogUSec", "User",
+    "MemoryMax", "CPUAffinity", "AllowedCPUs", "CPUSchedulingPriority", "NUMAPolicy", "NUMAMask", "IOWeight",
     "CPUQuotaPerSecUSec", "Type"})
 # The subset the plan decides per machine: what `mxrc-systemd verify` compares.
 PLANNED = {names.RT: ("CPUAffinity", "AllowedCPUs", "CPUSchedulingPriority", "NUMAMask", "WatchdogUSec"),
@@ -42,7 +42,8 @@ def expected_properties(p: plan.Placement) -> dict:
     common = {"Restart": "on-failure", "RestartUSec": "5s", "StartLimitBurst": "5",
               "StartLimitIntervalUSec": "1min", "WatchdogUSec": _timespan(p.watchdog_sec),
               "User": "mxrc", "MemoryMax": str(p.memory_max)}
-    rt = {**common, "CPUAffinity": rt_cpus, "AllowedCPUs": rt_cpus, "CPUSchedulingPriority": str(p.rt_priority),
+    rt = {**common, "CPUAffinity": rt_cpus, "AllowedCPUs": rt_cpus,
+          "CPUSchedulingPriority": str(p.rt_priority),
           "NUMAPolicy": "bind", "NUMAMask": format_cpulist(p.numa_nodes).replace(",", " "), "IOWeight": "500"}
     if p.cpu_quota_percent % 100 == 0:  # other quotas print with fractions that vary by version
         rt["CPUQuotaPerSecUSec"] = _timespan(p.cpu_quota_percent // 100)

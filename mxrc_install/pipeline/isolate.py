@@ -142,7 +142,8 @@ def start(root: SysRoot, rt: frozenset[int], housekeeping: frozenset[int]) -> li
         error = _write(root, s.path, s.value)
         (refused if error else lines).append(f"{s.what}: {error}" if error else f"{s.what} -> {s.value}")
     moved = sum(_set_affinity(root, pid, housekeeping) for pid in kthreads)
-    lines.append(f"{moved} of {len(kthreads)} movable kernel threads moved to CPUs {format_cpulist(housekeeping)}")
+    lines.append(f"{moved} of {len(kthreads)} movable kernel threads moved to CPUs "
+                 f"{format_cpulist(housekeeping)}")
     lines += [f"left on the RT CPUs (the kernel refused): {r}" for r in refused]
     return lines
 

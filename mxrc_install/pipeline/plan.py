@@ -93,7 +93,8 @@ def choose_rt_cpus(facts: Facts, config: Config) -> tuple[frozenset[int], list[F
         problem = (f"CPUs {format_cpulist(wanted - online)} are not online" if not wanted <= online
                    else "no CPU would be left for the non-RT services")
         fallback, findings = choose_rt_cpus(facts, dataclasses.replace(config, rt_cpus=None))
-        return fallback, [Finding("rt-cpus-invalid", f"configured rt.cpus = {format_cpulist(wanted)}: {problem} "
+        return fallback, [Finding("rt-cpus-invalid",
+                                  f"configured rt.cpus = {format_cpulist(wanted)}: {problem} "
                                   f"(online: {format_cpulist(online)}); using {format_cpulist(fallback)}",
                                   "set rt.cpus in /etc/mxrc/mxrc-systemd.conf to online CPUs, or to auto "
                                   "(dpkg-reconfigure mxrc-systemd)")] + findings
@@ -104,10 +105,13 @@ def choose_rt_cpus(facts: Facts, config: Config) -> tuple[frozenset[int], list[F
         return SPEC_RT_CPUS, []
     if len(online) >= 2:
         last = frozenset({max(online)})
-        return last, [Finding("rt-cpus-fallback", f"the machine has no CPUs 2-3 besides others to run non-RT work "
+        return last, [Finding("rt-cpus-fallback",
+                              f"the machine has no CPUs 2-3 besides others to run non-RT work "
                               f"(online: {format_cpulist(online)}); RT runs on CPU {max(online)}",
-                              "use a machine with 4 or more CPUs, or set rt.cpus in /etc/mxrc/mxrc-systemd.conf")]
-    return online, [Finding("rt-cpus-shared", "a single CPU: RT and non-RT work share it, so RT latency cannot be bounded",
+                              "use a machine with 4 or more CPUs, or set rt.cpus in "
+                              "/etc/mxrc/mxrc-systemd.conf")]
+    return online, [Finding("rt-cpus-shared",
+                            "a single CPU: RT and non-RT work share it, so RT latency cannot be bounded",
                             "use a machine with 4 or more CPUs")]
 
 
@@ -127,21 +131,25 @@ def kernel_findings(facts: Facts, rt: frozenset[int]) -> list[Finding]:
     if len(facts.cpus.online) == 1:
         pass  # nothing to isolate from: rt-cpus-shared says so
     elif not cmdline_isolated:
-        out.append(Finding("isolcpus-missing", f"the kernel command line has no isolcpus=: other tasks may run on the "
+        out.append(Finding("isolcpus-missing",
+                           f"the kernel command line has no isolcpus=: other tasks may run on the "
                            f"RT CPUs {rt_list}",
                            grub_fix(f"isolcpus=managed_irq,domain,{rt_list} nohz_full={rt_list} "
                                     f"rcu_nocbs={rt_list}")))
     elif cmdline_isolated != rt:
-        out.append(Finding("isolcpus-mismatch", f"isolcpus={format_cpulist(cmdline_isolated)} does not match the RT CPUs {rt_list}",
+        out.append(Finding("isolcpus-mismatch", f"isolcpus={format_cpulist(cmdline_isolated)} does not match "
+                                                f"the RT CPUs {rt_list}",
                            grub_fix(f"isolcpus=managed_irq,domain,{rt_list}")))
     for error in facts.cmdline.errors:
         out.append(Finding("cmdline-unparsable", error, "correct the kernel command line"))
     out += isolcpus_syntax_findings(facts.cmdline, rt_list)
     if facts.preempt_rt is False:
-        out.append(Finding("kernel-not-rt", f"kernel {facts.kernel_release or ''} is not PREEMPT_RT: jitter < 50 us is "
+        out.append(Finding("kernel-not-rt",
+                           f"kernel {facts.kernel_release or ''} is not PREEMPT_RT: jitter < 50 us is "
                            "not achievable", "apt install linux-image-rt-amd64 and reboot into it"))
     if facts.rt_group_sched:
-        out.append(Finding("rt-group-sched", "the kernel has CONFIG_RT_GROUP_SCHED=y: SCHED_FIFO fails inside services "
+        out.append(Finding("rt-group-sched",
+                           "the kernel has CONFIG_RT_GROUP_SCHED=y: SCHED_FIFO fails inside services "
                            "whose cgroup has no RT budget", "boot a kernel without RT group scheduling "
                            "(Debian's linux-image-rt-amd64 has none)"))
     return out
@@ -153,12 +161,14 @@ def isolcpus_syntax_findings(cmd, rt_list: str) -> list[Finding]:
     first = f"isolcpus={rt_list}" if not cmd.isolcpus else f"isolcpus={format_cpulist(cmd.isolcpus)}"
     for value in cmd.isolcpus_ignored:
         out.append(Finding("isolcpus-duplicate",
-                           f"isolcpus={value} is ignored: the kernel keeps only the first isolcpus= ({first})",
+                           f"isolcpus={value} is ignored: "
+                           f"the kernel keeps only the first isolcpus= ({first})",
                            grub_fix(f"one isolcpus=managed_irq,domain,{rt_list}")))
     for flag in cmd.isolcpus_unknown_flags:
         out.append(Finding("isolcpus-unknown-flag",
                            f"isolcpus= flag {flag!r} is unknown to the kernel and skipped",
-                           grub_fix(f"isolcpus=managed_irq,domain,{rt_list} (flags: nohz, domain, managed_irq)")))
+                           grub_fix(f"isolcpus=managed_irq,domain,{rt_list} "
+                                    "(flags: nohz, domain, managed_irq)")))
     if cmd.isolcpus and "domain" not in cmd.isolcpus_flags:
         out.append(Finding("isolcpus-no-domain",
                            f"isolcpus={','.join(sorted(cmd.isolcpus_flags))},... has no 'domain' flag: the "
@@ -170,19 +180,23 @@ def isolcpus_syntax_findings(cmd, rt_list: str) -> list[Finding]:
 def machine_findings(facts: Facts) -> list[Finding]:
     out = []
     if len(facts.cpus.online) < MIN_CPUS:
-        out.append(Finding("few-cpus", f"{len(facts.cpus.online)} online CPUs; the spec assumes at least {MIN_CPUS}",
+        out.append(Finding("few-cpus",
+                           f"{len(facts.cpus.online)} online CPUs; the spec assumes at least {MIN_CPUS}",
                            "run on a machine with 4 or more CPUs"))
     if facts.cpus.offline:
         out.append(Finding("cpus-offline", f"CPUs {format_cpulist(facts.cpus.offline)} are offline",
-                           "bring them online (echo 1 > /sys/devices/system/cpu/cpuN/online) if meant to be used"))
+                           "bring them online (echo 1 > /sys/devices/system/cpu/cpuN/online) "
+                           "if meant to be used"))
     if facts.memory_bytes is not None and facts.memory_bytes < MIN_MEMORY:
-        out.append(Finding("low-memory", f"{facts.memory_bytes / 1024**3:.1f} GiB RAM; the spec assumes at least 4 GiB",
+        out.append(Finding("low-memory",
+                           f"{facts.memory_bytes / 1024**3:.1f} GiB RAM; the spec assumes at least 4 GiB",
                            "add memory; MemoryMax was lowered to fit"))
     if facts.systemd_version is not None and facts.systemd_version < MIN_SYSTEMD:
         out.append(Finding("systemd-old", f"systemd {facts.systemd_version} is older than {MIN_SYSTEMD}",
                            "upgrade to Debian 12 / Ubuntu 22.04 or newer"))
     if not facts.cgroup_v2:
-        out.append(Finding("cgroup-v1", "cgroup v2 (unified hierarchy) is not mounted: CPUQuota, MemoryMax and "
+        out.append(Finding("cgroup-v1",
+                           "cgroup v2 (unified hierarchy) is not mounted: CPUQuota, MemoryMax and "
                            "IOWeight are not enforced as specified",
                            grub_fix("systemd.unified_cgroup_hierarchy=1")))
     return out
@@ -201,7 +215,8 @@ def dependency_findings(facts: Facts) -> list[Finding]:
             culprit = next((e for e in cycle if e.where.startswith("/etc/")), cycle[-1])
             out.append(Finding(fid, f"dependency loop between MXRC units: {describe(cycle)}; {effect}",
                                f"remove {culprit.key}={culprit.target} at {culprit.where}, then "
-                               "systemctl daemon-reload; check with systemctl list-dependencies --all mxrc.target"))
+                               "systemctl daemon-reload; "
+                               "check with systemctl list-dependencies --all mxrc.target"))
     return out
 
 
@@ -210,17 +225,20 @@ def place(facts: Facts, config: Config) -> tuple[Placement, list[Finding]]:
     nonrt = (facts.cpus.online - rt) or rt
     nodes = frozenset(n for n in (facts.cpu_node(c) for c in rt) if n is not None) or frozenset({0})
     if len(nodes) > 1:
-        findings.append(Finding("rt-spans-numa", f"RT CPUs {format_cpulist(rt)} span NUMA nodes {format_cpulist(nodes)}: "
+        findings.append(Finding("rt-spans-numa",
+                                f"RT CPUs {format_cpulist(rt)} span NUMA nodes {format_cpulist(nodes)}: "
                                 "memory is bound to all of them", "isolate RT CPUs within one node"))
     memory_max = config.memory_max or SPEC_MEMORY_MAX
     if facts.memory_bytes and config.memory_max is None and facts.memory_bytes < MIN_MEMORY:
         memory_max = min(SPEC_MEMORY_MAX, facts.memory_bytes // 2)
     elif facts.memory_bytes and memory_max > facts.memory_bytes:
-        findings.append(Finding("memory-max-above-ram", f"rt.memory_max {memory_max} is more than the machine's RAM "
+        findings.append(Finding("memory-max-above-ram",
+                                f"rt.memory_max {memory_max} is more than the machine's RAM "
                                 f"({facts.memory_bytes}): the limit cannot protect the system",
                                 "set rt.memory_max below the RAM size, or to auto"))
     if config.watchdog_sec not in SANE_WATCHDOG:
-        findings.append(Finding("watchdog-range", f"rt.watchdog_sec = {config.watchdog_sec}: outside {SANE_WATCHDOG.start}-"
+        findings.append(Finding("watchdog-range",
+                                f"rt.watchdog_sec = {config.watchdog_sec}: outside {SANE_WATCHDOG.start}-"
                                 f"{SANE_WATCHDOG.stop - 1} s; too short restarts healthy but busy "
                                 "processes, too long leaves a hang unnoticed",
                                 "set rt.watchdog_sec = 30 (the spec's value) unless measured otherwise"))

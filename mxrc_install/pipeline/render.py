@@ -52,15 +52,18 @@ def mxrc_dropins(p) -> dict:
                  f"# (no load balancing onto them); '-': an older kernel keeps a plain cpuset.\n"
                  f"ExecStartPre=+-/bin/sh -c 'echo isolated > {CPUSET_PARTITION}'\n")
     return {
-        names.RT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={rt}\nAllowedCPUs=\nAllowedCPUs={rt}\n"
+        names.RT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={rt}\n"
+                   f"AllowedCPUs=\nAllowedCPUs={rt}\n"
                    f"NUMAMask=\nNUMAMask={' '.join(map(str, sorted(p.numa_nodes)))}\n"
                    f"CPUSchedulingPriority={p.rt_priority}\nLimitRTPRIO={p.rt_priority}\n"
                    f"CPUQuota={p.cpu_quota_percent}%\nMemoryMax={p.memory_max}\n"
                    f"WatchdogSec={p.watchdog_sec}s\n{partition}"),
         names.RT_SLICE: f"[Slice]\nAllowedCPUs=\nAllowedCPUs={rt}\n",
-        names.NONRT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nAllowedCPUs=\nAllowedCPUs={nonrt}\n"
+        names.NONRT: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\n"
+                      f"AllowedCPUs=\nAllowedCPUs={nonrt}\n"
                       f"MemoryMax={p.memory_max}\nWatchdogSec={p.watchdog_sec}s\n"),
-        names.MONITOR: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\nAllowedCPUs=\nAllowedCPUs={nonrt}\n"
+        names.MONITOR: (f"{unit_section}[Service]\nCPUAffinity=\nCPUAffinity={nonrt}\n"
+                        f"AllowedCPUs=\nAllowedCPUs={nonrt}\n"
                         f"ExecStart=\nExecStart=/usr/bin/mxrc-monitor --listen {p.monitor_listen} "
                         f"--port {p.monitor_port}\n"),
     }

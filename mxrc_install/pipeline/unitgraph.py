@@ -82,7 +82,8 @@ def read_edges(root: SysRoot, units=MXRC_UNITS) -> tuple[Edge, ...]:
                     merged[key] = values[1:]
                 else:
                     merged.setdefault(key, []).extend(values)
-        edges += [Edge(unit, target, key, where) for key, values in merged.items() for target, where in values]
+        edges += [Edge(unit, target, key, where) for key, values in merged.items()
+                  for target, where in values]
     return tuple(edges)
 
 

@@ -27,16 +27,19 @@ def test_header_unit_tests(tmp_path, extra):
 
 @pytest.mark.parametrize("fake", ["@2026-01-01 00:00:00", "+0 x10"], ids=["frozen-start", "fast"])
 def test_header_unit_tests_pass_under_faked_time(tmp_path, fake):
-    """#15: reproducible-build tools run the build's tests under faketime; nothing here may need the real clock."""
+    """#15: reproducible-build tools run the build's tests under faketime;
+    nothing here may need the real clock."""
     binary = tmp_path / "a.out"
-    subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "tests/cpp/test_systemd.cpp"), "-o", str(binary)], check=True)
+    subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "tests/cpp/test_systemd.cpp"), "-o", str(binary)],
+                   check=True)
     proc = subprocess.run(["faketime", "-f", fake, str(binary)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip().endswith(" 0 failed"), proc.stdout + proc.stderr
 
 
 def test_header_is_self_contained_and_warning_free_in_cxx20(tmp_path):
     source = tmp_path / "only.cpp"
-    source.write_text("#include <mxrc/systemd.hpp>\nint main() { return mxrc::systemd::notify(\"X=1\") ? 1 : 0; }\n")
+    source.write_text("#include <mxrc/systemd.hpp>\n"
+                      "int main() { return mxrc::systemd::notify(\"X=1\") ? 1 : 0; }\n")
     subprocess.run(["g++", *FLAGS, "-std=c++20", "-fsyntax-only", str(source)], check=True)
 
 

@@ -41,7 +41,8 @@ def write_kthread(root: Path, pid: int, comm: str, allowed, per_cpu: bool = Fals
     write_task(root, pid, comm, allowed, "/", flags=PF_KTHREAD | (PF_NO_SETAFFINITY if per_cpu else 0))
 
 
-def write_irq(root: Path, number: int, name: str, effective, managed: bool | None = False, requested=None) -> None:
+def write_irq(root: Path, number: int, name: str, effective, managed: bool | None = False,
+              requested=None) -> None:
     write(root, f"/proc/irq/{number}/smp_affinity_list", format_cpulist(requested or effective) + "\n")
     write(root, f"/proc/irq/{number}/effective_affinity_list", format_cpulist(effective) + "\n")
     lines = (root / "proc/interrupts").read_text() if (root / "proc/interrupts").exists() else \
@@ -50,7 +51,8 @@ def write_irq(root: Path, number: int, name: str, effective, managed: bool | Non
     write(root, "/proc/interrupts", lines)
     if managed is not None:
         flags = "IRQD_AFFINITY_MANAGED" if managed else "IRQD_IRQ_STARTED"
-        write(root, f"/sys/kernel/debug/irq/irqs/{number}", f"handler:  handle_edge_irq\ndstate: 0x0\n  {flags}\n")
+        write(root, f"/sys/kernel/debug/irq/irqs/{number}",
+              f"handler:  handle_edge_irq\ndstate: 0x0\n  {flags}\n")
 
 
 def write_cpuset(root: Path, path: str, effective, partition: str | None = "member") -> None:

@@ -8,7 +8,6 @@ from sysroots import Hardware, build
 from mxrc_install.pipeline import apply
 
 from mxrc_install import cli
-from mxrc_install.sysroot import SysRoot
 
 RT_DROPIN = "etc/systemd/system/mxrc-rt.service.d/50-mxrc-hardware.conf"
 

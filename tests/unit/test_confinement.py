@@ -49,7 +49,8 @@ def test_python_table(path, expected):
 
 @pytest.mark.spawns
 def test_postrm_applies_the_same_table():
-    script = ". ./debian/mxrc-systemd.postrm; for p in \"$@\"; do if ownable \"$p\"; then echo \"$p\"; fi; done"
+    script = (". ./debian/mxrc-systemd.postrm; "
+              "for p in \"$@\"; do if ownable \"$p\"; then echo \"$p\"; fi; done")
     out = subprocess.run(["sh", "-c", script, "test", *CORPUS], cwd=REPO, check=True,
                          capture_output=True, text=True).stdout.splitlines()
     assert set(out) == {p for p, ok in CORPUS.items() if ok}

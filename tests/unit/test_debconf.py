@@ -40,7 +40,8 @@ def test_mxrc_systemd_asks_exactly_its_own_settings():
 
 def test_mxrc_monitor_asks_the_monitor_settings():
     names = templates("mxrc-monitor.templates")
-    assert set(names) == {f"mxrc-monitor/{q}" for q in config.MONITOR_DEBCONF_QUESTIONS} | {"mxrc-monitor/invalid"}
+    assert set(names) == ({f"mxrc-monitor/{q}" for q in config.MONITOR_DEBCONF_QUESTIONS}
+                          | {"mxrc-monitor/invalid"})
 
 
 @pytest.mark.parametrize("script, start, table", [
@@ -72,7 +73,8 @@ def test_error_template_shows_no_key_name_nor_english_hint():
 def test_korean_translation_is_complete():
     po = read("po/ko.po")
     assert "#, fuzzy" not in po and "\n#~" not in po
-    entries = [e for e in po.split("\n\n") if "\nmsgid " in "\n" + e and 'msgid ""\nmsgstr ""\n"Project' not in e]
+    entries = [e for e in po.split("\n\n") if "\nmsgid " in "\n" + e
+               and 'msgid ""\nmsgstr ""\n"Project' not in e]
     assert entries
     for entry in entries:
         msgstr = entry[entry.index("msgstr "):]
@@ -149,7 +151,8 @@ def debconf_home(tmp_path):
         f"Name: templatedb\nDriver: File\nMode: 644\nFilename: {tmp_path}/templates.dat\n")
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "mxrc-systemd").write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m mxrc_install \"$@\"\n")
+    (bindir / "mxrc-systemd").write_text("#!/bin/sh\n"
+                                         f"PYTHONPATH={REPO} exec {sys.executable} -m mxrc_install \"$@\"\n")
     (bindir / "mxrc-systemd").chmod(0o755)
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -160,8 +163,8 @@ def debconf_home(tmp_path):
         script = read(f"{name}.config").replace("CONF=/etc/mxrc/mxrc-systemd.conf", f"CONF={tmp_path}/conf")
         (pkg / f"{name}.config").write_text(script)
         (pkg / f"{name}.config").chmod(0o755)
-    return {**os.environ, "DEBCONF_SYSTEMRC": str(tmp_path / "debconf.conf"), "DEBIAN_FRONTEND": "noninteractive",
-            "PATH": f"{bindir}:{os.environ['PATH']}"}, pkg
+    return {**os.environ, "DEBCONF_SYSTEMRC": str(tmp_path / "debconf.conf"),
+            "DEBIAN_FRONTEND": "noninteractive", "PATH": f"{bindir}:{os.environ['PATH']}"}, pkg
 
 
 def run_config(env, pkg, name):

@@ -27,7 +27,8 @@ def healthy(result: plan.Plan) -> doctor.LiveState:
     props = {}
     for unit, wanted in doctor.expected_properties(result.placement).items():
         props[unit] = {**wanted, "LoadState": "loaded", "ActiveState": "active", "SubState": "running",
-                       "Result": "success", "NRestarts": "0", "WatchdogUSec": wanted.get("WatchdogUSec", "30s")}
+                       "Result": "success", "NRestarts": "0",
+                       "WatchdogUSec": wanted.get("WatchdogUSec", "30s")}
     metrics = "\n".join(f'systemd_unit_state{{name="{u}",state="active",type="notify"}} 1.0'
                         for u in names.SERVICES)
     return doctor.LiveState(
@@ -58,8 +59,8 @@ def spec_robot_as_systemd_shows_it() -> doctor.LiveState:
     return doctor.LiveState(
         properties={
             names.RT: {**controller, "CPUAffinity": "2-3", "AllowedCPUs": "2-3",
-                       "CPUSchedulingPriority": "80", "NUMAPolicy": "bind", "NUMAMask": "0", "IOWeight": "500",
-                       "CPUQuotaPerSecUSec": "2s"},
+                       "CPUSchedulingPriority": "80", "NUMAPolicy": "bind", "NUMAMask": "0",
+                       "IOWeight": "500", "CPUQuotaPerSecUSec": "2s"},
             names.NONRT: {**controller, "CPUAffinity": "0-1", "IOWeight": "100"},
             names.MONITOR: {**running, "User": "mxrc-monitor", "CPUAffinity": "0-1"},
         },
@@ -179,8 +180,8 @@ def test_text_output_ends_with_the_counts(tmp_path):
 
 
 @pytest.mark.parametrize("text, settings", [
-    ("# /usr/lib/systemd/journald.conf\n[Journal]\n#SystemMaxUse=\n\n# /usr/lib/systemd/journald.conf.d/60-mxrc.conf\n"
-     "[Journal]\nSystemMaxUse=1G\n", {"SystemMaxUse": "1G"}),
+    ("# /usr/lib/systemd/journald.conf\n[Journal]\n#SystemMaxUse=\n\n"
+     "# /usr/lib/systemd/journald.conf.d/60-mxrc.conf\n[Journal]\nSystemMaxUse=1G\n", {"SystemMaxUse": "1G"}),
     ("[Journal]\nSystemMaxUse=1G\n[Journal]\nSystemMaxUse=\n", {}),   # reset by a later file
 ])
 def test_parse_journald_config(text, settings):

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 from isolation_facts_helpers import checks_of, facts_of, placement_of
-from isolation_sysroots import (FULL_CMDLINE, RT_CGROUP, robot, write_cpuset, write_idle, write_irq, write_kthread,
-                                write_task)
+from isolation_sysroots import (FULL_CMDLINE, RT_CGROUP, robot, write_cpuset, write_idle, write_irq,
+                                write_kthread, write_task)
 from sysroots import write
 
 from mxrc_install.ops import isolation, isolation_facts, operations
@@ -21,9 +21,9 @@ def test_a_robot_with_every_layer_in_place_passes_every_check(tmp_path):
     assert {c.id for c in checks} == {
         "isolation:cmdline", "isolation:kernel", "isolation:rt-cpuset", "isolation:rt-partition",
         "isolation:cpuset:system.slice", "isolation:cpuset:user.slice",
-        "isolation:tasks", "isolation:kthreads", "isolation:irqs", "isolation:irq-default", "isolation:irqbalance",
-        "isolation:workqueue", "isolation:cstates", "isolation:throttling", "isolation:rt-threads",
-        "isolation:rt-memlock"}
+        "isolation:tasks", "isolation:kthreads", "isolation:irqs", "isolation:irq-default",
+        "isolation:irqbalance", "isolation:workqueue", "isolation:cstates", "isolation:throttling",
+        "isolation:rt-threads", "isolation:rt-memlock"}
     by_id = {c.id: c for c in checks}
     assert "2 per-CPU kernel threads" in by_id["isolation:kthreads"].evidence
     assert "2 threads (1 fifo 80, 1 other 0)" in by_id["isolation:rt-threads"].evidence
@@ -264,7 +264,8 @@ def test_throttling_off_without_fair_server_warns_with_the_sysctl(tmp_path):
 def test_rt_group_sched_is_mentioned(tmp_path):
     root = robot(tmp_path)
     facts = dataclasses.replace(facts_of(root), rt_group_sched=True)
-    assert "CONFIG_RT_GROUP_SCHED=y" in isolation.check_throttling(facts, placement_of(root), "auto")[0].evidence
+    assert ("CONFIG_RT_GROUP_SCHED=y"
+            in isolation.check_throttling(facts, placement_of(root), "auto")[0].evidence)
 
 
 # -- mxrc-rt itself -----------------------------------------------------------------------------

@@ -91,7 +91,8 @@ def test_settle_follows_a_storm_to_the_final_failure():
 
 def test_settle_calls_a_stable_restart_transient():
     clock = FakeClock()
-    props = failover.settle(reader([("activating", "auto-restart"), ("active", "running")]), clock, clock.sleep)
+    props = failover.settle(reader([("activating", "auto-restart"), ("active", "running")]), clock,
+                            clock.sleep)
     assert props["ActiveState"] == "active"
     assert failover.STABLE_SECONDS <= clock.now < failover.WATCH_LIMIT_SECONDS
 

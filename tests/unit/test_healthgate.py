@@ -8,7 +8,8 @@ ALL_UP = {u: "active" for u in (names.TARGET, *names.SERVICES)}
 
 def test_a_healthy_controller_passes():
     assert healthgate.unit_problems(ALL_UP) == []
-    checks = [doctor.Check("x", doctor.PASS, "fine"), doctor.Check("y", doctor.WARN, "kernel not RT", "install it")]
+    checks = [doctor.Check("x", doctor.PASS, "fine"),
+              doctor.Check("y", doctor.WARN, "kernel not RT", "install it")]
     assert healthgate.failed_checks(checks) == []
 
 
@@ -19,8 +20,10 @@ def test_a_unit_not_up_is_named_with_its_state():
 
 
 def test_a_doctor_fail_is_named_with_its_fix():
-    checks = [doctor.Check("properties:mxrc-rt.service", doctor.FAIL, "CPUAffinity=0-3", "restart mxrc.target")]
-    assert healthgate.failed_checks(checks) == ["properties:mxrc-rt.service: CPUAffinity=0-3 (fix: restart mxrc.target)"]
+    checks = [doctor.Check("properties:mxrc-rt.service", doctor.FAIL, "CPUAffinity=0-3",
+                           "restart mxrc.target")]
+    assert (healthgate.failed_checks(checks)
+            == ["properties:mxrc-rt.service: CPUAffinity=0-3 (fix: restart mxrc.target)"])
 
 
 def test_waits_for_units_until_up_or_the_timeout():
@@ -30,5 +33,6 @@ def test_waits_for_units_until_up_or_the_timeout():
                                      sleep=lambda s: now.__setitem__(0, now[0] + s)) == []
     assert now[0] == 1
     stuck = {**ALL_UP, names.RT: "failed"}
-    assert healthgate.wait_for_units(lambda: stuck, 3, clock=lambda: now[0],
-                                     sleep=lambda s: now.__setitem__(0, now[0] + s)) == [f"{names.RT} is failed"]
+    assert (healthgate.wait_for_units(lambda: stuck, 3, clock=lambda: now[0],
+                                      sleep=lambda s: now.__setitem__(0, now[0] + s))
+            == [f"{names.RT} is failed"])

@@ -63,7 +63,8 @@ def test_grub_mkconfig_would_see_the_admins_and_our_parameters(tmp_path):
     """grub-mkconfig sources /etc/default/grub, then /etc/default/grub.d/*.cfg: do the same with sh."""
     (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX="console=ttyS0"\n')
     (tmp_path / "60-mxrc.cfg").write_text(make(tmp_path / "m", boot_cmdline=True).files[render.GRUB_CONF])
-    out = subprocess.run(["sh", "-c", f'. {tmp_path}/grub; . {tmp_path}/60-mxrc.cfg; echo "$GRUB_CMDLINE_LINUX"'],
+    out = subprocess.run(["sh", "-c",
+                          f'. {tmp_path}/grub; . {tmp_path}/60-mxrc.cfg; echo "$GRUB_CMDLINE_LINUX"'],
                          capture_output=True, text=True, check=True).stdout
     assert out.split() == ["console=ttyS0", "isolcpus=managed_irq,domain,2-3", "nohz_full=2-3",
                            "rcu_nocbs=2-3", "irqaffinity=0-1"]
@@ -90,8 +91,8 @@ def kernel(root, irqs=None, kthreads=None):
 
 def test_isolate_start_moves_what_can_move_and_stop_puts_everything_back(tmp_path):
     root = kernel(build(tmp_path, SPEC), irqs={24: "0-3", 25: "0", 26: "2"},
-                  kthreads={50: (isolate.PF_KTHREAD, "0-3"), 51: (isolate.PF_KTHREAD | isolate.PF_NO_SETAFFINITY, "2"),
-                            52: (0, "0-3")})
+                  kthreads={50: (isolate.PF_KTHREAD, "0-3"),
+                            51: (isolate.PF_KTHREAD | isolate.PF_NO_SETAFFINITY, "2"), 52: (0, "0-3")})
     before = {p: root.read_text(p) for p in root.glob("/proc/irq/**/*") + root.glob("/sys/devices/**/*")
               if root.path(p).is_file()}
     lines = isolate.start(root, frozenset({2, 3}), frozenset({0, 1}))
@@ -102,7 +103,8 @@ def test_isolate_start_moves_what_can_move_and_stop_puts_everything_back(tmp_pat
     assert root.read_text("/proc/irq/25/smp_affinity_list") == "0\n"   # not on an RT CPU: untouched
     assert root.read_text(isolate.PM_QOS.format(cpu=2)) == isolate.RT_WAKEUP_LATENCY_US + "\n"
     assert root.read_text(isolate.PM_QOS.format(cpu=0)) == "0\n"
-    assert isolate.movable_kernel_threads(root, frozenset({2, 3})) == [50]   # not per-CPU 51, not user task 52
+    # not per-CPU 51, not user task 52
+    assert isolate.movable_kernel_threads(root, frozenset({2, 3})) == [50]
     assert "1 of 1 movable kernel threads moved to CPUs 0-1" in lines
     saved = json.loads(root.read_text(isolate.SAVED))
     assert saved["settings"]["/proc/irq/24/smp_affinity_list"] == "0-3"
@@ -118,7 +120,8 @@ def test_isolate_start_moves_what_can_move_and_stop_puts_everything_back(tmp_pat
 def test_a_refused_irq_is_reported_not_fatal(tmp_path, monkeypatch):
     root = kernel(build(tmp_path, SPEC), irqs={30: "2-3"})
     real = isolate._write
-    monkeypatch.setattr(isolate, "_write", lambda r, p, v: "Input/output error" if "/30/" in p else real(r, p, v))
+    monkeypatch.setattr(isolate, "_write", lambda r, p, v: "Input/output error" if "/30/" in p
+                        else real(r, p, v))
     lines = isolate.start(root, frozenset({2, 3}), frozenset({0, 1}))
     assert "left on the RT CPUs (the kernel refused): irq 30: Input/output error" in lines
 
@@ -171,7 +174,8 @@ def test_what_makes_a_change_take_effect(changed, removed, booting, grub, expect
 
 
 def test_irqbalance_not_installed_is_not_an_error():
-    (restart,) = [c for c in activate.commands_for({dropin_path(render.IRQBALANCE)}) if "try-restart" in c.argv]
+    (restart,) = [c for c in activate.commands_for({dropin_path(render.IRQBALANCE)})
+                  if "try-restart" in c.argv]
     assert activate.NOT_LOADED in restart.ok
 
 

@@ -20,7 +20,8 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_the_pipeline_never_imports_the_operator_tools():
-    offenders = {str(p.relative_to(PACKAGE)): sorted(m for m in imported_modules(p) if m.startswith("mxrc_install.ops"))
+    offenders = {str(p.relative_to(PACKAGE)): sorted(m for m in imported_modules(p)
+                                                     if m.startswith("mxrc_install.ops"))
                  for p in (PACKAGE / "pipeline").glob("*.py")}
     assert {k: v for k, v in offenders.items() if v} == {}
 
@@ -28,7 +29,8 @@ def test_the_pipeline_never_imports_the_operator_tools():
 def test_shared_vocabulary_imports_neither_layer():
     shared = [p for p in PACKAGE.glob("*.py") if p.name not in ("cli.py", "__main__.py")]
     offenders = {p.name: sorted(m for m in imported_modules(p)
-                                if m.startswith(("mxrc_install.ops", "mxrc_install.pipeline"))) for p in shared}
+                                if m.startswith(("mxrc_install.ops", "mxrc_install.pipeline")))
+                 for p in shared}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -43,7 +45,8 @@ def test_every_import_of_the_package_names_something_that_exists():
                 for alias in node.names:
                     sub = base / alias.name
                     exists = (sub.with_suffix(".py").exists() or sub.is_dir()
-                              or (base.with_suffix(".py").exists() and alias.name in base.with_suffix(".py").read_text())
+                              or (base.with_suffix(".py").exists()
+                                  and alias.name in base.with_suffix(".py").read_text())
                               or (node.module == "mxrc_install" and alias.name in init))
                     if not exists:
                         missing.add(f"{path.relative_to(PACKAGE)}: from {node.module} import {alias.name}")
@@ -66,4 +69,5 @@ def test_every_finding_the_code_raises_is_registered():
         raised |= set(re.findall(r"\[([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\]", text))   # printed: "WARNING [id]"
         raised |= set(re.findall(r'\(\w+, "([a-z]+-cycle)"', text))
     assert raised - set(findings.REGISTRY) == set()
-    assert {"isolcpus-missing", "ordering-cycle", "dropin-admin-owned"} <= raised   # the scan sees all three forms
+    # the scan sees all three forms
+    assert {"isolcpus-missing", "ordering-cycle", "dropin-admin-owned"} <= raised

@@ -5,7 +5,6 @@ import threading
 import types
 
 import pytest
-from jeepney.low_level import Message
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -244,7 +243,8 @@ def test_scrape_serves_the_snapshot_without_reading_the_system(rig, tmp_path):
     (tmp_path / "system.slice" / RT / "memory.current").write_text("5\n")
     registry = CollectorRegistry()
     registry.register(collector)
-    assert 'systemd_unit_memory_bytes{name="mxrc-rt.service"} 1.048576e+06' in generate_latest(registry).decode()
+    assert ('systemd_unit_memory_bytes{name="mxrc-rt.service"} 1.048576e+06'
+            in generate_latest(registry).decode())
 
 
 # -- the bus going away -----------------------------------------------------
@@ -383,7 +383,8 @@ def test_a_unit_missing_at_connect_is_served_once_systemd_loads_it(rig):
     assert monitor.listen(0)
     s = scrape(monitor.refresh())
     assert value(s, "systemd_unit_state", name=NONRT, type="service", state="active") == 1
-    assert value(s, "systemd_unit_restart_total", name=NONRT) == 0  # before we first saw it: not ours to count
+    # before we first saw it: not ours to count
+    assert value(s, "systemd_unit_restart_total", name=NONRT) == 0
 
 
 def test_a_signal_for_a_unit_we_thought_missing_reads_it_again(rig):
@@ -458,7 +459,8 @@ def test_bus_turns_manager_signals_into_reseed_and_unloaded():
     manager = "/org/freedesktop/systemd1"
     iface = systemd_bus.MANAGER_IFACE
     assert bus.event(signal_message(manager, iface, "UnitNew", "so", (RT, "/x"))) == (RT, systemd_bus.RESEED)
-    assert bus.event(signal_message(manager, iface, "UnitRemoved", "so", (RT, "/x"))) == (RT, systemd_bus.UNLOADED)
+    assert (bus.event(signal_message(manager, iface, "UnitRemoved", "so", (RT, "/x")))
+            == (RT, systemd_bus.UNLOADED))
     assert bus.event(signal_message(manager, iface, "UnitNew", "so", ("other.service", "/x"))) is None
     assert bus.event(signal_message(manager, iface, "Reloading", "b", (False,))) == ("*", systemd_bus.RESEED)
     assert bus.event(signal_message(manager, iface, "Reloading", "b", (True,))) is None

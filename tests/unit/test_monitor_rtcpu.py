@@ -24,7 +24,8 @@ SOFTIRQS = """\
 """
 # Threads by cgroup; their allowed CPUs.
 TREE = {
-    "": {2: {0, 1, 2, 3}, 20: {2}, 21: {0}, 30: {0, 1}},     # kthreadd (movable), kworker/2, kworker/0, unbound
+    # kthreadd (movable), kworker/2, kworker/0, unbound
+    "": {2: {0, 1, 2, 3}, 20: {2}, 21: {0}, 30: {0, 1}},
     "init.scope": {1: {0, 1}},
     "system.slice/mxrc-rt.service": {500: {2, 3}, 501: {2, 3}, 502: {0, 1, 2, 3}},   # 502 strayed
     "system.slice/mxrc-nonrt.service": {600: {0, 1}},

@@ -55,7 +55,7 @@ def read_response(sock):
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
     length = int(headers.get("content-length", 0))
     while len(body) < length:
         body += sock.recv(65536)
@@ -109,13 +109,14 @@ def read_response_head_only(sock):
     while b"\r\n\r\n" not in data:
         data += sock.recv(1)
     lines = data.decode().split("\r\n")
-    return lines[0], {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:] if l)}, b""
+    return lines[0], {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}, b""
 
 
 def test_gzip_and_openmetrics_are_negotiated(start):
     server = start()
     status, headers, body = ask(server, "GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip, deflate\r\n"
-                                        "Accept: application/openmetrics-text; version=0.0.1,text/plain;q=0.5\r\n\r\n")
+                                        "Accept: application/openmetrics-text; "
+                                        "version=0.0.1,text/plain;q=0.5\r\n\r\n")
     assert headers["content-encoding"] == "gzip"
     assert headers["content-type"].startswith("application/openmetrics-text")
     assert gzip.decompress(body).endswith(b"# EOF\n")

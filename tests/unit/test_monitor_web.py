@@ -1,4 +1,5 @@
-"""--web.config.file: exporter-toolkit's keys, TLS (min version, mTLS) and bcrypt basic auth on a real socket."""
+"""--web.config.file: exporter-toolkit's keys, TLS (min version, mTLS) and bcrypt basic auth
+on a real socket."""
 
 import base64
 import socket
@@ -107,7 +108,8 @@ def test_the_watchdog_probe_works_through_tls(tmp_path, serving):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n", "cannot load cert_file /nope.crt"),
+    ("tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
+     "cannot load cert_file /nope.crt"),
     (tls_yaml("  cipher_suites: [TLS_AES_128_GCM_SHA256]\n"), "cipher_suites is not supported"),
     (tls_yaml("  min_version: TLS14\n"), "min_version 'TLS14' is not one of"),
     (tls_yaml("  client_auth_type: RequireAndVerifyClientCert\n"), "needs client_ca_file"),

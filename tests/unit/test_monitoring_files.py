@@ -16,7 +16,8 @@ METRIC = re.compile(r"\b((?:systemd|mxrc_monitor|mxrc_rt)_[a-z_]+)\b")
 def exported_names():
     """Every sample name the exporter can produce, from a snapshot with every field filled."""
     unit = UnitState("mxrc-rt.service", load_state="loaded", active_state="active", watchdog_usec=1)
-    snap = Snapshot(units=(unit,), cgroups={"mxrc-rt.service": CgroupSample({"user": 1.0, "system": 1.0}, 2, 3, 4)},
+    snap = Snapshot(units=(unit,),
+                    cgroups={"mxrc-rt.service": CgroupSample({"user": 1.0, "system": 1.0}, 2, 3, 4)},
                     watchdog_ages={"mxrc-rt.service": 0.5},
                     rt=RtSample((2,), {2: 1}, {(2, "NET_RX"): 1}, {2: 0}, 0))
     names = set()
@@ -45,12 +46,14 @@ def test_dashboard_shows_what_the_issue_asks(dashboard):
     text = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for needed in ("systemd_unit_state", "systemd_unit_cpu_seconds_total", "systemd_unit_memory_bytes",
                    "systemd_unit_restart_total", 'result="watchdog"', "mxrc_rt_cpu_interrupts_total",
-                   "mxrc_rt_cpu_softirqs_total", "mxrc_rt_cpu_foreign_tasks", "mxrc_rt_threads_outside_rt_cpus"):
+                   "mxrc_rt_cpu_softirqs_total", "mxrc_rt_cpu_foreign_tasks",
+                   "mxrc_rt_threads_outside_rt_cpus"):
         assert needed in text
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 
 def test_rules_use_only_exported_metrics(repo):
     text = (repo / "monitoring/mxrc.rules.yml").read_text()
-    used = used_names("\n".join(l for l in text.splitlines() if "expr:" in l or l.startswith("          ")))
+    used = used_names("\n".join(line for line in text.splitlines()
+                                  if "expr:" in line or line.startswith("          ")))
     assert used and used <= exported_names(), used - exported_names()

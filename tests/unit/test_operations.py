@@ -43,7 +43,8 @@ def test_measure_per_unit_and_ready_after_userspace():
 
 
 def test_started_before_basic_target_is_what_the_optimisation_changes():
-    r = boottime.BootRecord("b", "boot", True, "2026-11-26T00:00:00+00:00", **boottime.measure(AT_BOOT, MANAGER, BASIC))
+    r = boottime.BootRecord("b", "boot", True, "2026-11-26T00:00:00+00:00",
+                            **boottime.measure(AT_BOOT, MANAGER, BASIC))
     assert r.started_before_basic(names.NONRT) is True
     assert r.started_before_basic(names.RT) is False   # it waits for mxrc-nonrt
     assert boottime.BootRecord("b", "boot", True, "x", {}, None, None).started_before_basic(names.RT) is None
@@ -51,7 +52,8 @@ def test_started_before_basic_target_is_what_the_optimisation_changes():
 
 def test_a_unit_restarted_after_boot_gives_no_ready_time():
     units = dict(AT_BOOT)
-    units[names.RT] = {"InactiveExitTimestampMonotonic": "60000000", "ActiveEnterTimestampMonotonic": "60500000"}
+    units[names.RT] = {"InactiveExitTimestampMonotonic": "60000000",
+                       "ActiveEnterTimestampMonotonic": "60500000"}
     m = boottime.measure(units, MANAGER)
     assert names.RT not in m["units"] and names.RT not in m["started"] and m["ready_seconds"] is None
 
@@ -93,7 +95,8 @@ def test_compare_shows_which_services_no_longer_wait_for_basic_target():
         units = shown(**{names.NONRT: (nonrt_start, nonrt_start + 500_000), names.RT: (5_000_000, 5_500_000),
                          names.MONITOR: (5_000_000, 5_400_000)})
         return boottime.BootRecord(boot_id, "boot", optimized, "2026-11-26T00:00:00+00:00",
-                                   **boottime.measure(units, MANAGER, {"ActiveEnterTimestampMonotonic": "4000000"}))
+                                   **boottime.measure(units, MANAGER,
+                                                      {"ActiveEnterTimestampMonotonic": "4000000"}))
     c = boottime.comparison(booted("a", False, 4_100_000), booted("b", True, 2_500_000))
     assert c["units"][names.NONRT]["started_before_basic_target"] == {"before": False, "after": True}
     assert c["units"][names.NONRT]["started"] == {"before": 2.1, "after": 0.5}
@@ -106,7 +109,8 @@ def test_compare_shows_which_services_no_longer_wait_for_basic_target():
 def test_show_lists_each_boot_with_start_times():
     r = boottime.BootRecord("0123456789abcdef", "boot", True, "2026-11-26T00:00:00+00:00",
                             **boottime.measure(AT_BOOT, MANAGER, BASIC))
-    baseline = boottime.BootRecord("fedcba9876543210", "before", False, "2026-11-26T00:00:00+00:00", {}, None, None)
+    baseline = boottime.BootRecord("fedcba9876543210", "before", False, "2026-11-26T00:00:00+00:00", {}, None,
+                                   None)
     lines = boottime.records_text([baseline, r]).splitlines()
     assert lines[1].split()[:4] == ["fedcba987654", "before", "no", "-"] and "not started at boot" in lines[1]
     assert lines[2].split()[:5] == ["0123456789ab", "boot", "yes", "2.400", "s"], lines[2]
@@ -218,7 +222,8 @@ def test_over_the_bar_fails_and_generic_kernel_is_named(placement):
     text = CYCLICTEST.replace("# Max Latencies: 00005 00042", "# Max Latencies: 00005 00120")
     r = jitter.result_from(jitter.parse_cyclictest(text), placement, True, False)
     out = jitter.result_text(r)
-    assert not r.passed and "FAIL: max 120 us > 50 us" in out and "not PREEMPT_RT" in out and "under load" in out
+    assert (not r.passed and "FAIL: max 120 us > 50 us" in out and "not PREEMPT_RT" in out
+            and "under load" in out)
 
 
 def test_truncated_output_is_an_error():

@@ -153,7 +153,8 @@ def test_handler_sends_structured_entry(journald):
     assert fields["MESSAGE"] == "joint 3 over limit"
     assert fields["PRIORITY"] == "3" and fields["LOG_LEVEL"] == "err"
     assert fields["TRACE_ID"] == "4bf92f35" and fields["SPAN_ID"] == "00f067aa" and fields["JOINT"] == "3"
-    assert fields["SYSLOG_IDENTIFIER"] == "mxrc-nonrt" and fields["CODE_FUNC"] == "test_handler_sends_structured_entry"
+    assert (fields["SYSLOG_IDENTIFIER"] == "mxrc-nonrt"
+            and fields["CODE_FUNC"] == "test_handler_sends_structured_entry")
 
 
 def test_handler_keeps_the_message_without_journald(tmp_path, capsys):
@@ -164,8 +165,8 @@ def test_handler_keeps_the_message_without_journald(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("level,priority,name", [(logging.CRITICAL, "2", "crit"), (logging.ERROR, "3", "err"),
-                                                 (logging.WARNING, "4", "warning"), (logging.INFO, "6", "info"),
-                                                 (logging.DEBUG, "7", "debug")])
+                                                 (logging.WARNING, "4", "warning"),
+                                                 (logging.INFO, "6", "info"), (logging.DEBUG, "7", "debug")])
 def test_log_level_is_the_name_journalctl_p_takes(level, priority, name):
     record = logging.LogRecord("n", level, "f", 1, "m", None, None)
     record.__dict__["log.level"] = "error"     # an ECS extra cannot contradict PRIORITY

@@ -21,7 +21,8 @@ OUTPUT = Path(__file__).parent / "rtla_output"
 
 @pytest.fixture
 def placement(tmp_path):
-    root = build(tmp_path / "robot", Hardware(cpus=4, cmdline="isolcpus=managed_irq,domain,2-3", preempt_rt=True))
+    root = build(tmp_path / "robot",
+                 Hardware(cpus=4, cmdline="isolcpus=managed_irq,domain,2-3", preempt_rt=True))
     return plan.make_plan(probe.read_facts(SysRoot(root))).placement
 
 
@@ -59,7 +60,8 @@ def test_an_irq_spike_from_an_idle_exit_points_at_c_states(placement):
     assert spike.cause.label == "IRQ handler delay" and spike.cause.idle_exit
     assert next(p for p in spike.parts if p.label == "Blocking thread").sources == ("swapper/2:0",)
     assert "isolation:cstates" in timerlat.HINTS[spike.cause.label]
-    assert "    Blocking thread: swapper/2:0\n" in timerlat.result_text(result("irq-spike-idle-exit.txt", placement))
+    assert ("    Blocking thread: swapper/2:0\n"
+            in timerlat.result_text(result("irq-spike-idle-exit.txt", placement)))
 
 
 def test_json_carries_the_cause_and_its_hint(placement):
@@ -70,13 +72,15 @@ def test_json_carries_the_cause_and_its_hint(placement):
 
 
 def test_rows_with_the_user_thread_columns_parse_too():
-    row = "  2 #1000      |        1         0         1         9 |        3         2         4        21 |" \
+    row = "  2 #1000      |        1         0         1         9 |" \
+          "        3         2         4        21 |" \
           "        5         3         5        30\n"
     assert timerlat.parse_top(row) == ({2: 9}, {2: 21})
 
 
 def test_output_without_a_summary_is_a_clear_error(placement):
-    with pytest.raises(jitter.JitterError, match="rtla timerlat printed no summary; it said: Failed to enable"):
+    with pytest.raises(jitter.JitterError,
+                       match="rtla timerlat printed no summary; it said: Failed to enable"):
         timerlat.result_from("Failed to enable the tracer timerlat\n", placement, 10, False, None)
 
 

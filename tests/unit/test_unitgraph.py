@@ -1,6 +1,5 @@
 """Dependency loops among the MXRC units, including ones an admin's drop-in creates."""
 
-import pytest
 
 from mxrc_install.pipeline import plan, probe, unitgraph
 from mxrc_install.sysroot import SysRoot

@@ -4,9 +4,8 @@ import configparser
 
 import pytest
 
-UNITS = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc.target", "mxrc-systemd-hardware.service",
-         "mxrc-boot-time.service",
-         "mxrc-failover@.service"]
+UNITS = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc.target",
+         "mxrc-systemd-hardware.service", "mxrc-boot-time.service", "mxrc-failover@.service"]
 SERVICES = [u for u in UNITS if u.endswith(".service")]
 
 

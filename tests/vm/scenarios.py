@@ -26,7 +26,8 @@ INSTALL = [
     ("alternatives", "update-alternatives --query mxrc-rt; update-alternatives --query mxrc-nonrt"),
     ("user", "id mxrc"),
     ("enabled", f"systemctl is-enabled mxrc.target {SERVICES}"),
-    ("journald-config", "systemd-analyze cat-config systemd/journald.conf | grep -E '^(SystemMaxUse|RuntimeMaxUse)='"),
+    ("journald-config",
+     "systemd-analyze cat-config systemd/journald.conf | grep -E '^(SystemMaxUse|RuntimeMaxUse)='"),
     ("start", "start=$(date +%s%N); systemctl start mxrc.target; rc=$?; "
               "echo elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 )); exit $rc"),
     ("active", f"systemctl is-active {SERVICES} mxrc.target"),

@@ -24,6 +24,7 @@ NONRT_CGROUP = "/sys/fs/cgroup/system.slice/mxrc-nonrt.service"
 # timestamps (one clock): the reference logs "injected hang" when its loop
 # stops beating; systemd logs "Watchdog timeout" (WatchdogSec ran out) or
 # "Watchdog request" (the helper sent WATCHDOG=trigger) when it kills it.
+# The shell script runs verbatim in the guest, so its long lines carry a noqa.
 WATCHDOG_TIMING = r"""
 since=$(date +%s); sleep 1
 drill {unit} {dropin}
@@ -37,15 +38,16 @@ at() {{ journalctl -b -o short-monotonic --no-pager -u {unit} --since=@$since | 
 echo hang_s=$(at 'injected hang') kill_s=$(at 'Watchdog (timeout|request)') exited_s=$(at 'Main process exited')
 journalctl -b -o cat --no-pager -u {unit} --since=@$since | grep -E 'Watchdog|stall_budget_ms|injected hang' | head -5
 undrill {unit}; systemctl restart {unit}
-"""
+"""  # noqa: E501
 
 STEPS = [
-    ("install", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/host/files/*.deb"
-                " >/dev/null && systemctl start mxrc.target && systemctl is-active mxrc-rt.service"),
+    ("install", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                "/mnt/host/files/*.deb >/dev/null && systemctl start mxrc.target "
+                "&& systemctl is-active mxrc-rt.service"),
     # US2-1: a process that keeps pinging is left alone.
     ("watchdog-healthy", "drill mxrc-rt.service WatchdogSec=3s; systemctl restart mxrc-rt.service; sleep 12; "
-                         "echo restarts=$(prop mxrc-rt.service NRestarts) state=$(prop mxrc-rt.service ActiveState); "
-                         "undrill mxrc-rt.service"),
+                         "echo restarts=$(prop mxrc-rt.service NRestarts) "
+                         "state=$(prop mxrc-rt.service ActiveState); undrill mxrc-rt.service"),
     # US2-2/3, SC-002: a hung loop is killed and restarted; time from hang to READY.
     # The backstop: no stall budget, so only WatchdogSec (shortened) detects the hang.
     ("watchdog-hang", WATCHDOG_TIMING.format(
@@ -58,8 +60,8 @@ STEPS = [
                                                       wait=90)),
     # US6: structured logs from both languages; -p err filters.
     ("journal", "since=$(date +%s); drill mxrc-nonrt.service Environment=MXRC_FAULT=log-levels; "
-                "drill mxrc-rt.service Environment=MXRC_FAULT=log-levels; systemctl restart mxrc-nonrt.service "
-                "mxrc-rt.service; sleep 3; echo $since > /root/journal-since; "
+                "drill mxrc-rt.service Environment=MXRC_FAULT=log-levels; systemctl restart "
+                "mxrc-nonrt.service mxrc-rt.service; sleep 3; echo $since > /root/journal-since; "
                 "undrill mxrc-rt.service; undrill mxrc-nonrt.service; systemctl restart mxrc-nonrt.service "
                 "mxrc-rt.service"),
     ("journal-json", "journalctl -o json --no-pager -u mxrc-rt.service -u mxrc-nonrt.service "
@@ -75,17 +77,18 @@ STEPS = [
                   f"a=$(awk '/usage_usec/{{print $2}}' {RT_CGROUP}/cpu.stat); sleep 10; "
                   f"b=$(awk '/usage_usec/{{print $2}}' {RT_CGROUP}/cpu.stat); t1=$(date +%s%N); "
                   f"rt1=$(cut -d' ' -f1 /proc/$pid/task/$pid/schedstat); "
-                  "echo usage_usec=$(( b - a )) rt_usec=$(( (rt1 - rt0) / 1000 )) wall_usec=$(( (t1 - t0) / 1000 )); "
+                  "echo usage_usec=$(( b - a )) rt_usec=$(( (rt1 - rt0) / 1000 )) "
+                  "wall_usec=$(( (t1 - t0) / 1000 )); "
                   f"echo nr_throttled=$(awk '/nr_throttled/{{print $2}}' {RT_CGROUP}/cpu.stat); "
                   f"echo quota=$(cat {RT_CGROUP}/cpu.max | tr ' ' /); "
                   # #10: the burners asked for every CPU; the cpuset holds each thread to the RT CPUs.
-                  "for t in /proc/$pid/task/*; do echo thread_cpus=$(awk '/Cpus_allowed_list/{print $2}' $t/status); done; "
-                  "undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
+                  "for t in /proc/$pid/task/*; do echo thread_cpus=$(awk '/Cpus_allowed_list/{print $2}' "
+                  "$t/status); done; undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
     # US3-2: beyond MemoryMax the kernel kills it; systemd says oom-kill and restarts.
     ("memory", "drill mxrc-rt.service MemoryMax=200M Environment=MXRC_FAULT=oom; old=$(prop mxrc-rt.service "
                "InvocationID); systemctl restart mxrc-rt.service; "
-               "for i in $(seq 90); do [ \"$(prop mxrc-rt.service NRestarts)\" -ge 1 ] && break; sleep 0.5; done; "
-               "echo restarts=$(prop mxrc-rt.service NRestarts); "
+               "for i in $(seq 90); do [ \"$(prop mxrc-rt.service NRestarts)\" -ge 1 ] && break; sleep 0.5; "
+               "done; echo restarts=$(prop mxrc-rt.service NRestarts); "
                "journalctl -b -o cat --no-pager -u mxrc-rt.service | grep -iE 'oom' | tail -3; "
                "undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
     # US3-3: the weights in force, and what this VM's IO stack makes of them.
@@ -95,17 +98,19 @@ STEPS = [
     ("private-tmp", "drill mxrc-rt.service Environment=MXRC_FAULT=tmp; systemctl restart mxrc-rt.service; "
                     "sleep 2; pid=$(prop mxrc-rt.service MainPID); "
                     "test -e /tmp/mxrc-rt-probe && echo outside=visible || echo outside=invisible; "
-                    "nsenter -t $pid -m test -e /tmp/mxrc-rt-probe && echo inside=visible || echo inside=invisible; "
-                    "undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
+                    "nsenter -t $pid -m test -e /tmp/mxrc-rt-probe && echo inside=visible "
+                    "|| echo inside=invisible; undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
     ("protect-system", "for f in write-usr write-etc; do drill mxrc-rt.service Environment=MXRC_FAULT=$f; "
-                       "drill mxrc-nonrt.service Environment=MXRC_FAULT=$f; systemctl restart mxrc-nonrt.service "
+                       "drill mxrc-nonrt.service Environment=MXRC_FAULT=$f; "
+                       "systemctl restart mxrc-nonrt.service "
                        "mxrc-rt.service; sleep 2; done; journalctl -b -o cat --no-pager -u mxrc-rt.service "
                        "-u mxrc-nonrt.service | grep 'writes to'; undrill mxrc-rt.service; "
                        "undrill mxrc-nonrt.service; systemctl restart mxrc-nonrt.service mxrc-rt.service"),
     # Restart storm: more than StartLimitBurst failures in StartLimitIntervalSec -> failed -> failover.
     ("storm", "drill mxrc-rt.service Environment=MXRC_FAULT=crash:1 RestartSec=1s; "
               "systemctl restart mxrc-rt.service; "
-              "for i in $(seq 120); do [ \"$(prop mxrc-rt.service ActiveState)\" = failed ] && break; sleep 0.5; done; "
+              "for i in $(seq 120); do [ \"$(prop mxrc-rt.service ActiveState)\" = failed ] && break; "
+              "sleep 0.5; done; "
               # The handler is a Python program: give it time on an emulated CPU.
               "for i in $(seq 120); do grep -q '\"final\": true' /var/lib/mxrc/failover/events.jsonl "
               "2>/dev/null && break; sleep 0.5; done; "
@@ -116,7 +121,8 @@ STEPS = [
 # docs/integration.md: with NotifyAccess=main a shell wrapper that forks is the
 # main process, so the program's READY=1 is refused and the start times out;
 # with exec the program is the main process. OnFailure= is cleared so that
-# the failed start does not reach the failover handler.
+# the failed start does not reach the failover handler. The shell script runs
+# verbatim in the guest, so its long line carries a noqa.
 NOTIFY_WRAPPER = r"""
 d=/run/systemd/system/mxrc-rt.service.d; mkdir -p $d
 wrap() { printf '%s\n' '[Unit]' 'OnFailure=' '[Service]' 'ExecStart=' "ExecStart=/bin/sh -c '$1'" \
@@ -131,7 +137,7 @@ echo ready_sent=$(j 'reference loop started') rejected=$(j 'reception only permi
 wrap 'exec /usr/libexec/mxrc/mxrc-rt'
 systemctl restart mxrc-rt.service; echo exec_rc=$? exec_state=$(prop mxrc-rt.service ActiveState)
 undrill mxrc-rt.service; systemctl restart mxrc-rt.service
-"""
+"""  # noqa: E501
 STEPS.append(("notify-wrapper", NOTIFY_WRAPPER))
 STEPS = [(name, PRELUDE + cmd) for name, cmd in STEPS]
 

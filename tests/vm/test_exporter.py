@@ -47,7 +47,8 @@ basic_auth_users:
   prometheus: '$hash'
 """
 # Ground truth for mxrc_rt_threads_outside_rt_cpus: mxrc-rt's threads whose allowed CPUs leave 2-3.
-OUTSIDE_TRUTH = (r"""truth=0; for t in $(cat /sys/fs/cgroup$(prop mxrc-rt.service ControlGroup)/cgroup.threads); do """
+OUTSIDE_TRUTH = (r"""truth=0; """
+                 r"""for t in $(cat /sys/fs/cgroup$(prop mxrc-rt.service ControlGroup)/cgroup.threads); do """
                  r"""l=$(awk '/Cpus_allowed_list/{print $2}' /proc/$t/status 2>/dev/null); """
                  r"""case "$l" in 2|3|2-3|"") ;; *) truth=$((truth+1));; esac; done""")
 SCRAPE = ("python3 -c 'import urllib.request; print(urllib.request.urlopen("
@@ -59,8 +60,9 @@ WATCHDOG_KILLS = f'systemd_unit_failures_total{{name="{RT}",result="watchdog"}}'
 STEPS = [
     ("install", "systemctl disable --now prometheus-node-exporter.service "
                 "'prometheus-node-exporter-*.timer' >/dev/null 2>&1; "
-                "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/host/files/*.deb"
-                " >/dev/null && systemctl start mxrc.target && systemctl is-active mxrc-monitor.service"),
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                "/mnt/host/files/*.deb >/dev/null && systemctl start mxrc.target "
+                "&& systemctl is-active mxrc-monitor.service"),
     ("prometheus", f"cat > /etc/prometheus/prometheus.yml <<'EOF'\n{PROMETHEUS_YML}EOF\n"
                    f"systemctl restart prometheus.service && {PROBE} wait-target mxrc 180"),
     ("unit", "systemctl show -p User,Type,WatchdogUSec,CPUAffinity mxrc-monitor.service; "
@@ -69,32 +71,37 @@ STEPS = [
     # The exporter's snapshot between two systemctl reads: figures must fall between them.
     ("agree", "for u in mxrc-rt.service mxrc-nonrt.service; do "
               "systemctl show -p CPUUsageNSec,MemoryCurrent,NRestarts $u | sed \"s/^/before $u /\"; done; "
-              "sleep 1.2; curl_out=$(python3 -c 'import urllib.request,sys; "
-              "sys.stdout.write(urllib.request.urlopen(\"http://127.0.0.1:9558/metrics\").read().decode())'); "
+              "sleep 1.2; curl_out=$(python3 -c 'import urllib.request,sys; sys.stdout.write("
+              "urllib.request.urlopen(\"http://127.0.0.1:9558/metrics\").read().decode())'); "
               "for u in mxrc-rt.service mxrc-nonrt.service; do "
               "systemctl show -p CPUUsageNSec,MemoryCurrent,NRestarts $u | sed \"s/^/after $u /\"; done; "
               "echo \"$curl_out\" | grep -E '^systemd_unit_(cpu_seconds_total|memory_bytes|restart_total)'"),
-    ("react", f"{PROBE} react mxrc-nonrt.service; sleep 8; systemctl is-active mxrc-nonrt.service mxrc-rt.service"),
+    ("react",
+     f"{PROBE} react mxrc-nonrt.service; sleep 8; systemctl is-active mxrc-nonrt.service mxrc-rt.service"),
     # US5-2: a forced watchdog timeout of mxrc-rt, as Prometheus sees it.
     ("watchdog", "drill mxrc-rt.service WatchdogSec=3s Environment=MXRC_FAULT=hang:6; "
                  "systemctl restart mxrc-rt.service; sleep 3; "
-                 f"echo before=$({PROBE} query '{RESTARTS}'); echo before_wd=$({PROBE} query '{WATCHDOG_KILLS}'); "
+                 f"echo before=$({PROBE} query '{RESTARTS}'); "
+                 f"echo before_wd=$({PROBE} query '{WATCHDOG_KILLS}'); "
                  "old=$(prop mxrc-rt.service InvocationID); wait_new_invocation mxrc-rt.service $old 90; "
                  "echo waited=$?; sleep 4; "
-                 f"echo after=$({PROBE} query '{RESTARTS}'); echo after_wd=$({PROBE} query '{WATCHDOG_KILLS}'); "
+                 f"echo after=$({PROBE} query '{RESTARTS}'); "
+                 f"echo after_wd=$({PROBE} query '{WATCHDOG_KILLS}'); "
                  f"echo alerts=$({PROBE} query 'ALERTS{{alertname=\"MxrcWatchdogKill\"}}'); "
                  "echo nrestarts=$(prop mxrc-rt.service NRestarts); "
                  "undrill mxrc-rt.service; systemctl restart mxrc-rt.service"),
     # Counters never go backwards although systemd's NRestarts was just reset by the restart.
-    ("monotonic", f"sleep 3; echo now=$({PROBE} query '{RESTARTS}'); echo nrestarts=$(prop mxrc-rt.service NRestarts)"),
+    ("monotonic",
+     f"sleep 3; echo now=$({PROBE} query '{RESTARTS}'); echo nrestarts=$(prop mxrc-rt.service NRestarts)"),
     # D-Bus goes away: keep serving, count the error, reconnect.
-    ("dbus-restart", "echo nonrt_nrestarts=$(prop mxrc-nonrt.service NRestarts); systemctl restart dbus.service; sleep 12; "
+    ("dbus-restart", "echo nonrt_nrestarts=$(prop mxrc-nonrt.service NRestarts); "
+                     "systemctl restart dbus.service; sleep 12; "
                      "python3 -c 'import urllib.request; print(urllib.request.urlopen("
-                     "\"http://127.0.0.1:9558/metrics\").read().decode())' | "
-                     "grep -E '^(mxrc_monitor_dbus|mxrc_monitor_collection_errors|systemd_unit_restart_total)'"),
+                     "\"http://127.0.0.1:9558/metrics\").read().decode())' | grep -E "
+                     "'^(mxrc_monitor_dbus|mxrc_monitor_collection_errors|systemd_unit_restart_total)'"),
     # Issue 10, item 6: what reaches RT CPU 2 (isolcpus=2-3, mxrc-rt's CPUAffinity=2 3).
-    ("rt-intrusion", f"echo rt_affinity=$(prop mxrc-rt.service CPUAffinity | tr ' ' ','); {PROBE} rt-intrusion 2; "
-                     f"{OUTSIDE_TRUTH}; echo outside_truth=$truth "
+    ("rt-intrusion", "echo rt_affinity=$(prop mxrc-rt.service CPUAffinity | tr ' ' ','); "
+                     f"{PROBE} rt-intrusion 2; {OUTSIDE_TRUTH}; echo outside_truth=$truth "
                      f"outside=$({SCRAPE} | awk '/^mxrc_rt_threads_outside_rt_cpus /{{print $2}}'); "
                      "taskset -a -p -c 0-3 $(prop mxrc-rt.service MainPID) >/dev/null; "
                      f"sleep 12; {OUTSIDE_TRUTH}; echo spread_truth=$truth "
@@ -105,7 +112,8 @@ STEPS = [
     ("flood", f"pid=$(prop mxrc-monitor.service MainPID); {PROBE} flood 1100 100 20; sleep 1; "
               "echo same_pid=$([ \"$(prop mxrc-monitor.service MainPID)\" = \"$pid\" ] && echo 1 || echo 0) "
               "active=$(systemctl is-active mxrc-monitor.service) fds=$(ls /proc/$pid/fd | wc -l); "
-              f"{SCRAPE} | grep -E '^mxrc_monitor_http_(rejected_total|connections)|^process_(open_fds|max_fds)'"),
+              f"{SCRAPE} | "
+              "grep -E '^mxrc_monitor_http_(rejected_total|connections)|^process_(open_fds|max_fds)'"),
     # Issue 14: the HTTP thread alone stops (ptrace); the collection loop goes on; the watchdog must see it.
     ("stall", f"pid=$(prop mxrc-monitor.service MainPID); n0=$(prop mxrc-monitor.service NRestarts); "
               # The tracer lets go after 60 s: a fatal signal waits for a ptrace-stopped thread, so
@@ -115,18 +123,20 @@ STEPS = [
               "[ \"$new\" != \"$pid\" ] && [ \"$new\" != 0 ] && break; sleep 1; done; "
               "echo restarted_after_s=$(( $(date +%s) - t0 )) nrestarts_before=$n0 "
               "nrestarts_after=$(prop mxrc-monitor.service NRestarts); kill $tracer 2>/dev/null; "
-              "for i in $(seq 1 30); do systemctl is-active -q mxrc-monitor.service && break; sleep 1; done; sleep 2; "
-              f"echo served_after=$({SCRAPE} | grep -c '^systemd_unit_state'); "
+              "for i in $(seq 1 30); do systemctl is-active -q mxrc-monitor.service && break; sleep 1; done; "
+              f"sleep 2; echo served_after=$({SCRAPE} | grep -c '^systemd_unit_state'); "
               "journalctl -b -o cat --no-pager -u mxrc-monitor.service | "
               "grep -E 'Watchdog timeout|holding back|watchdog' | tail -4"),
     # Issue 14: TLS + basic auth from /etc/default/mxrc-monitor, and a real Prometheus scraping that.
-    ("tls", "mkdir -p /etc/mxrc-monitor && cp /mnt/host/files/server.crt /mnt/host/files/server.key /etc/mxrc-monitor/ "
+    ("tls", "mkdir -p /etc/mxrc-monitor "
+            "&& cp /mnt/host/files/server.crt /mnt/host/files/server.key /etc/mxrc-monitor/ "
             "&& chgrp mxrc-monitor /etc/mxrc-monitor/server.key && chmod 640 /etc/mxrc-monitor/server.key; "
-            "hash=$(python3 -c 'import bcrypt; print(bcrypt.hashpw(b\"s3cret\", bcrypt.gensalt(8)).decode())'); "
+            "hash=$(python3 -c "
+            "'import bcrypt; print(bcrypt.hashpw(b\"s3cret\", bcrypt.gensalt(8)).decode())'); "
             f"cat > /etc/mxrc-monitor/web.yml <<EOF\n{WEB_YML}EOF\n"
             "echo 'ARGS=\"--web.config.file=/etc/mxrc-monitor/web.yml\"' > /etc/default/mxrc-monitor; "
-            "systemctl restart mxrc-monitor.service; sleep 3; echo monitor=$(systemctl is-active mxrc-monitor.service); "
-            "cp /mnt/host/files/ca.crt /etc/prometheus/mxrc-ca.crt; "
+            "systemctl restart mxrc-monitor.service; sleep 3; echo monitor=$(systemctl is-active "
+            "mxrc-monitor.service); cp /mnt/host/files/ca.crt /etc/prometheus/mxrc-ca.crt; "
             f"cat > /etc/prometheus/prometheus.yml <<'EOF'\n{PROMETHEUS_TLS_YML}EOF\n"
             "systemctl restart prometheus.service; sleep 12; "
             f"echo min_up=$({PROBE} query 'min_over_time(up{{job=\"mxrc\"}}[8s])'); "
@@ -146,7 +156,7 @@ def run(observability_image, guest_files):
 
 
 def query_value(text: str, key: str) -> float:
-    line = next(l for l in text.splitlines() if l.startswith(f"{key}="))
+    line = next(entry for entry in text.splitlines() if entry.startswith(f"{key}="))
     result = json.loads(line.split("=", 1)[1])
     assert len(result) == 1, line
     return result[0]["value"]
@@ -204,7 +214,8 @@ def test_watchdog_timeout_is_one_more_restart_and_a_watchdog_failure_in_promethe
     assert re.search(r"^waited=0$", out, re.M), out
     assert query_value(out, "after") == query_value(out, "before") + 1, out
     assert query_value(out, "after_wd") == query_value(out, "before_wd") + 1, out
-    assert json.loads(next(l for l in out.splitlines() if l.startswith("alerts=")).split("=", 1)[1]), out
+    assert json.loads(next(entry for entry in out.splitlines()
+                           if entry.startswith("alerts=")).split("=", 1)[1]), out
 
 
 def test_restart_counter_does_not_drop_when_systemd_resets_nrestarts(run):

@@ -36,7 +36,8 @@ def trixie(autopkgtest_image, guest_files, source_tar):
 
 @pytest.fixture(scope="module")
 def bookworm(bookworm_image, guest_files):
-    return testbed.run_scenario(lambda: testbed.run_steps(bookworm_image, RT_MACHINE, INSTALL + PURGE, guest_files))
+    return testbed.run_scenario(lambda: testbed.run_steps(bookworm_image, RT_MACHINE, INSTALL + PURGE,
+                                                          guest_files))
 
 
 def run_for(request, trixie_boot: int):
@@ -149,7 +150,8 @@ def test_critical_chain_at_boot_has_nonrt_before_rt(trixie):
     assert second["active-at-boot"].output.split() == ["active"] * 4
     chain = second["critical-chain"].output
     lines = [line for line in chain.splitlines() if "mxrc-" in line]
-    assert lines and "mxrc-rt.service" in lines[0] and any("mxrc-nonrt.service" in x for x in lines[1:]), chain
+    assert lines and "mxrc-rt.service" in lines[0] and any("mxrc-nonrt.service" in x
+                                                           for x in lines[1:]), chain
 
 
 @pytest.fixture(params=["trixie", "bookworm"])

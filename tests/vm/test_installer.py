@@ -78,7 +78,8 @@ def two_cpus(trixie_image, guest_files, upgrade_debs):
                 ("monitor-after", "systemctl show -p ExecStart mxrc-monitor.service"),
                 # An operator's own touches, then an upgrade to a newer version.
                 ("before-upgrade", f"{INVOCATIONS}; echo '# site note' >> /etc/mxrc/mxrc-systemd.conf; "
-                                   f"mkdir -p $(dirname {ADMIN_DROPIN}); printf '[Service]\\nNice=-5\\n' > {ADMIN_DROPIN}"),
+                                   f"mkdir -p $(dirname {ADMIN_DROPIN}); "
+                                   f"printf '[Service]\\nNice=-5\\n' > {ADMIN_DROPIN}"),
                 ("upgrade", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
                             "/mnt/host/files/upgrade/*.deb"),
                 ("after-upgrade", f"{INVOCATIONS}; dpkg-query -W -f='${{Version}}\\n' mxrc-systemd"),
@@ -97,7 +98,8 @@ def test_bad_preseed_for_every_question_installs_with_defaults(two_cpus):
     for package in ("mxrc-systemd", "mxrc-monitor"):
         assert re.search(rf"^ii\s+{package}\s", installed, re.M), installed
     for default in ("cpus = auto", "priority = 80", "watchdog_sec = 30", "memory_max = auto",
-                    "cpu_quota = auto", "mode = auto", "boot_cmdline = no", "listen = 0.0.0.0", "port = 9558"):
+                    "cpu_quota = auto", "mode = auto", "boot_cmdline = no", "listen = 0.0.0.0",
+                    "port = 9558"):
         assert default in installed, default
 
 

@@ -13,11 +13,12 @@ import testbed
 
 MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="")
 
-SNAPSHOT = ("{ echo wq=$(cat /sys/devices/virtual/workqueue/cpumask); echo pid1=$(taskset -cp 1 | sed 's/.*: //'); "
+SNAPSHOT = ("{ echo wq=$(cat /sys/devices/virtual/workqueue/cpumask); "
+            "echo pid1=$(taskset -cp 1 | sed 's/.*: //'); "
             "echo default_irq=$(cat /proc/irq/default_smp_affinity); "
             "for f in /proc/irq/[0-9]*/smp_affinity_list; do echo \"$f=$(cat $f)\"; done; "
-            "for c in 0 1 2 3; do echo qos$c=$(cat /sys/devices/system/cpu/cpu$c/power/pm_qos_resume_latency_us "
-            "2>/dev/null); done; "
+            "for c in 0 1 2 3; do echo qos$c=$(cat "
+            "/sys/devices/system/cpu/cpu$c/power/pm_qos_resume_latency_us 2>/dev/null); done; "
             "echo runner=$(taskset -cp $$ | sed 's/.*: //'); }")   # this shell runs in system.slice
 # Every task that may run on CPU 2 or 3 but is neither mxrc-rt's nor a kernel thread.
 FOREIGN = ("python3 - <<'PY'\n"
@@ -39,10 +40,12 @@ FOREIGN = ("python3 - <<'PY'\n"
 
 STEPS = [
     ("before", f"{SNAPSHOT} > /root/before; cat /root/before"),
-    ("install", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/host/files/*.deb"),
+    ("install",
+     "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/host/files/*.deb"),
     ("start", "systemctl start mxrc.target && systemctl is-active mxrc-rt.service mxrc-isolation.service"),
     ("properties", "systemctl show -p AllowedCPUs -p Slice mxrc-rt.service; "
-                   "for s in mxrc.slice system.slice user.slice; do echo $s=$(systemctl show -p AllowedCPUs --value $s); done"),
+                   "for s in mxrc.slice system.slice user.slice; do "
+                   "echo $s=$(systemctl show -p AllowedCPUs --value $s); done"),
     ("cpusets", "for g in mxrc.slice system.slice user.slice init.scope; do "
                 "echo $g=$(cat /sys/fs/cgroup/$g/cpuset.cpus.effective); done; "
                 "echo partition=$(cat /sys/fs/cgroup/mxrc.slice/cpuset.cpus.partition)"),
@@ -51,14 +54,14 @@ STEPS = [
     ("foreign-taskset", "taskset -c 2 sh -c 'echo ran on $(taskset -cp $$)'; echo rc=$?"),
     ("foreign-scope", "systemd-run --wait --quiet -p CPUAffinity=2 sh -c 'taskset -cp $$'; echo rc=$?"),
     ("rt-threads", "pid=$(systemctl show -p MainPID --value mxrc-rt.service); "
-                   "for t in /proc/$pid/task/*; do awk '/Cpus_allowed_list/{print \"thread\", $2}' $t/status; done; "
-                   "taskset -cp 0-3 $pid; taskset -cp $pid"),
+                   "for t in /proc/$pid/task/*; do awk '/Cpus_allowed_list/{print \"thread\", $2}' "
+                   "$t/status; done; taskset -cp 0-3 $pid; taskset -cp $pid"),
     ("foreign-tasks", FOREIGN),
     ("isolated", f"{SNAPSHOT}; journalctl -b -o cat --no-pager -u mxrc-isolation.service"),
-    ("mode-off", "mxrc-systemd config isolation.mode=off && mxrc-systemd apply; systemctl restart mxrc.target; "
-                 f"{SNAPSHOT} > /root/off; diff /root/before /root/off && echo same-as-before"),
-    ("mode-auto", "mxrc-systemd config isolation.mode=auto && mxrc-systemd apply; systemctl restart mxrc.target; "
-                  "taskset -cp 1; cat /sys/fs/cgroup/system.slice/cpuset.cpus.effective"),
+    ("mode-off", "mxrc-systemd config isolation.mode=off && mxrc-systemd apply; systemctl restart "
+                 f"mxrc.target; {SNAPSHOT} > /root/off; diff /root/before /root/off && echo same-as-before"),
+    ("mode-auto", "mxrc-systemd config isolation.mode=auto && mxrc-systemd apply; systemctl restart "
+                  "mxrc.target; taskset -cp 1; cat /sys/fs/cgroup/system.slice/cpuset.cpus.effective"),
     ("purge", "DEBIAN_FRONTEND=noninteractive apt-get purge -y mxrc-systemd mxrc-monitor mxrc-reference "
               "mxrc-systemd-dev"),
     ("after-purge", f"{SNAPSHOT} > /root/after; diff /root/before /root/after && echo same-as-before; "

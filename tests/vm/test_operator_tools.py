@@ -28,18 +28,22 @@ TIME_START = ("t0=$(date +%s%N); systemctl start mxrc.target; t1=$(date +%s%N); 
               "echo start_ms=$(( (t1 - t0) / 1000000 )); "
               "systemctl is-active mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service")
 # mxrc-boot-time.service runs once the MXRC services are up; the test runner may be faster.
-WAIT_RECORDED = ("for i in $(seq 240); do [ \"$(systemctl show -p ActiveState --value mxrc-boot-time.service)\" "
-                 "= active ] && break; sleep 0.5; done; systemctl show -p ActiveState,Result mxrc-boot-time.service")
+WAIT_RECORDED = ("for i in $(seq 240); do "
+                 "[ \"$(systemctl show -p ActiveState --value mxrc-boot-time.service)\" = active ] && break; "
+                 "sleep 0.5; done; systemctl show -p ActiveState,Result mxrc-boot-time.service")
 # Waits until mxrc-monitor answers, so doctor does not catch it starting.
 WAIT_SERVICES = ("systemctl start mxrc.target; for i in $(seq 120); do python3 -c 'import urllib.request; "
-                 "urllib.request.urlopen(\"http://127.0.0.1:9558/metrics\")' 2>/dev/null && break; sleep 0.5; done")
+                 "urllib.request.urlopen(\"http://127.0.0.1:9558/metrics\")' 2>/dev/null && break; "
+                 "sleep 0.5; done")
 DOCTOR = "mxrc-systemd doctor --json; echo rc=$?"
 ORDERING = "systemctl show -p Id,After mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service"
-STRIP_SANDBOX = ("mkdir -p /etc/systemd/system/mxrc-rt.service.d && printf '%s\\n' '[Service]' ProtectSystem=no "
+STRIP_SANDBOX = ("mkdir -p /etc/systemd/system/mxrc-rt.service.d && "
+                 "printf '%s\\n' '[Service]' ProtectSystem=no "
                  "PrivateTmp=no NoNewPrivileges=no SystemCallFilter= CapabilityBoundingSet= ProtectHome=no "
                  "ProtectKernelTunables=no ProtectKernelModules=no RestrictNamespaces=no PrivateDevices=no "
                  "'CapabilityBoundingSet=~' > /etc/systemd/system/mxrc-rt.service.d/override.conf && "
-                 "systemctl daemon-reload && " + DOCTOR + "; rm -r /etc/systemd/system/mxrc-rt.service.d/override.conf"
+                 "systemctl daemon-reload && " + DOCTOR
+                 + "; rm -r /etc/systemd/system/mxrc-rt.service.d/override.conf"
                  " && systemctl daemon-reload")
 
 # The isolation the plan asks of the kernel command line for RT CPUs 2-3 (doctor's isolation:cmdline).
@@ -51,10 +55,11 @@ INTRUDER = ("taskset -c 2 yes >/dev/null 2>/tmp/taskset.err & pid=$!; sleep 2; "
             "else wait $pid; echo intruder=refused rc=$?; cat /tmp/taskset.err; fi")
 # Moves the first movable IRQ (a managed one refuses with EIO) onto RT CPU 2.
 MOVE_IRQ = ("for d in /proc/irq/[0-9]*; do n=${d##*/}; [ \"$n\" = 0 ] && continue; "
-            "old=$(cat $d/smp_affinity_list); echo 2 > $d/smp_affinity_list 2>/dev/null || continue; sleep 0.2; "
-            "if [ \"$(cat $d/effective_affinity_list)\" = 2 ]; then echo moved_irq=$n; break; fi; "
+            "old=$(cat $d/smp_affinity_list); echo 2 > $d/smp_affinity_list 2>/dev/null || continue; "
+            "sleep 0.2; if [ \"$(cat $d/effective_affinity_list)\" = 2 ]; then echo moved_irq=$n; break; fi; "
             "echo $old > $d/smp_affinity_list; done")
-TIMERLAT = ("grep -qw timerlat /sys/kernel/tracing/available_tracers && echo tracer=timerlat || echo tracer=none; "
+TIMERLAT = ("grep -qw timerlat /sys/kernel/tracing/available_tracers "
+            "&& echo tracer=timerlat || echo tracer=none; "
             "command -v rtla >/dev/null && echo rtla=yes || echo rtla=no; "
             "mxrc-systemd jitter --tool timerlat --cycles 2000; echo rc=$?")
 
@@ -142,11 +147,13 @@ def explained(check: dict) -> bool:
     """A WARN whose every named IRQ is one VM_LIMITS expects."""
     pattern = VM_LIMITS.get(check["id"])
     named = re.findall(r"IRQ \d+ \(([^,]+),", check["evidence"])
-    return check["status"] == "WARN" and pattern is not None and bool(named) and all(map(pattern.fullmatch, named))
+    return (check["status"] == "WARN" and pattern is not None and bool(named)
+            and all(map(pattern.fullmatch, named)))
 
 
 def beyond_vm_limits(output: str) -> dict:
-    """The checks that did not pass, less the WARNs VM_LIMITS explains (printed, so the log says what was seen)."""
+    """The checks that did not pass, less the WARNs VM_LIMITS explains
+    (printed, so the log says what was seen)."""
     out = {}
     for c in json_of(output)["checks"]:
         if explained(c):
@@ -165,9 +172,9 @@ def test_doctor_on_a_correct_install_warns_only_about_the_kernel(run):
                   "journald:size-cap", "exporter:reachable", "watchdog:mxrc-rt.service",
                   "properties:mxrc-rt.service", "dependencies:cycles",
                   # every RT isolation layer (issue #10): the recommended command line and isolation.mode=auto
-                  "isolation:cmdline", "isolation:rt-cpuset", "isolation:cpuset:system.slice", "isolation:tasks",
-                  "isolation:kthreads", "isolation:irq-default", "isolation:workqueue", "isolation:cstates",
-                  "isolation:rt-threads", "isolation:rt-memlock"):
+                  "isolation:cmdline", "isolation:rt-cpuset", "isolation:cpuset:system.slice",
+                  "isolation:tasks", "isolation:kthreads", "isolation:irq-default", "isolation:workqueue",
+                  "isolation:cstates", "isolation:rt-threads", "isolation:rt-memlock"):
         assert ids[check] == "PASS", out
     assert ids["isolation:rt-partition"] in ("PASS", "WARN"), out   # WARN: the kernel said why it refused
 
@@ -233,7 +240,8 @@ def test_timerlat_measures_or_says_what_is_missing(run):
 
 def test_every_boot_is_recorded(run):
     for step in ("recorded-before", "recorded-after"):
-        assert "ActiveState=active" in run[step].output and "Result=success" in run[step].output, run[step].output
+        assert ("ActiveState=active" in run[step].output
+                and "Result=success" in run[step].output), run[step].output
 
 
 def test_boot_time_compare_measures_before_and_after(run):

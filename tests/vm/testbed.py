@@ -209,7 +209,8 @@ def build_image(spec: ImageSpec) -> Image:
         "--include=" + ",".join(spec.packages),
         "--aptopt=Acquire::Retries \"3\"",
         "--essential-hook=mkdir -p \"$1/etc/initramfs-tools/hooks\" \"$1/etc/initramfs-tools/conf.d\"",
-        "--essential-hook=printf 'MODULES=list\\nCOMPRESS=zstd\\n' > \"$1/etc/initramfs-tools/conf.d/mxrc-testbed.conf\"",
+        "--essential-hook=printf 'MODULES=list\\nCOMPRESS=zstd\\n' > "
+        "\"$1/etc/initramfs-tools/conf.d/mxrc-testbed.conf\"",
         f"--essential-hook=cat > \"$1/etc/initramfs-tools/hooks/mxrc-testbed\" <<'EOF'\n{INITRAMFS_HOOK}EOF",
         "--essential-hook=chmod 755 \"$1/etc/initramfs-tools/hooks/mxrc-testbed\"",
     ]

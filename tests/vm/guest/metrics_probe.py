@@ -128,8 +128,8 @@ def flood(idle, slow, seconds):
         sock.close()
     lat = sorted(latencies)
     p99 = lat[int(0.99 * (len(lat) - 1))] if lat else -1
-    print(f"scrapes={len(lat)} errors={len(errors)} p50_ms={statistics.median(lat) * 1000 if lat else -1:.1f} "
-          f"p99_ms={p99 * 1000:.1f}")
+    print(f"scrapes={len(lat)} errors={len(errors)} "
+          f"p50_ms={statistics.median(lat) * 1000 if lat else -1:.1f} p99_ms={p99 * 1000:.1f}")
     for e in sorted(set(errors))[:5]:
         print("error:", e)
     return 0
@@ -142,14 +142,16 @@ def http_thread(pid):
 
 
 def stall(pid, seconds):
-    """PTRACE_SEIZE + PTRACE_INTERRUPT stop one thread only: the server hangs, the collection loop does not."""
+    """PTRACE_SEIZE + PTRACE_INTERRUPT stop one thread only: the server hangs,
+    the collection loop does not."""
     tid = http_thread(int(pid))
     if tid is None:
         print("stalled=0 reason=no-epoll-thread")
         return 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-    if libc.ptrace(0x4206, tid, None, None) != 0 or libc.ptrace(0x4207, tid, None, None) != 0:  # SEIZE, INTERRUPT
+    # PTRACE_SEIZE, PTRACE_INTERRUPT
+    if libc.ptrace(0x4206, tid, None, None) != 0 or libc.ptrace(0x4207, tid, None, None) != 0:
         print(f"stalled=0 errno={ctypes.get_errno()}")
         return 1
     print(f"stalled=1 tid={tid}", flush=True)
@@ -175,8 +177,9 @@ def movable_irq(cpu):
     """An IRQ line whose affinity can be set onto cpu (a serial or legacy line; managed ones refuse)."""
     with open("/proc/interrupts") as f:
         lines = f.read().splitlines()[1:]
-    candidates = [l.split(":")[0].strip() for l in lines if l.split(":")[0].strip().isdigit()]
-    candidates.sort(key=lambda n: "ttyS" not in next(l for l in lines if l.split(":")[0].strip() == n))
+    candidates = [line.split(":")[0].strip() for line in lines if line.split(":")[0].strip().isdigit()]
+    candidates.sort(key=lambda n: "ttyS" not in next(line for line in lines
+                                                     if line.split(":")[0].strip() == n))
     for irq in candidates:
         try:
             with open(f"/proc/irq/{irq}/smp_affinity_list", "w") as f:
