@@ -103,7 +103,8 @@ def _build(spec: ChrootSpec) -> None:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = (work / "build.log").read_text(errors="replace").splitlines()[-30:]
-        raise RuntimeError(f"mmdebstrap failed ({proc.returncode}); see {work}/build.log:\n" + "\n".join(tail))
+        raise RuntimeError(f"mmdebstrap failed ({proc.returncode}); see {work}/build.log:\n"
+                           + "\n".join(tail))
     (rootfs / ".complete").write_text(json.dumps({"key": spec.key(), "packages": sorted(spec.packages),
                                                   "built_seconds": round(time.monotonic() - started)}))
     if spec.directory.exists():

@@ -147,10 +147,12 @@ def test_dev_package_compiles_a_program_with_pkg_config(installed_root, tmp_path
 def test_reference_package_provides_both_programs(debs):
     listing = subprocess.run(["dpkg-deb", "-c", str(debs["mxrc-reference"])], capture_output=True,
                              text=True, check=True).stdout
-    assert "./usr/libexec/mxrc-reference/mxrc-rt" in listing and "./usr/libexec/mxrc-reference/mxrc-nonrt" in listing
+    assert "./usr/libexec/mxrc-reference/mxrc-rt" in listing
+    assert "./usr/libexec/mxrc-reference/mxrc-nonrt" in listing
 
 
-@pytest.mark.parametrize("command", [["check", "rules", "mxrc.rules.yml"], ["test", "rules", "mxrc.rules.test.yml"]])
+@pytest.mark.parametrize("command", [["check", "rules", "mxrc.rules.yml"],
+                                     ["test", "rules", "mxrc.rules.test.yml"]])
 def test_prometheus_rules_pass_promtool(command):
     # promtool comes with Debian's prometheus package (dev/deps installs it).
     proc = subprocess.run(["promtool", *command], cwd=REPO / "monitoring", capture_output=True, text=True)
@@ -181,7 +183,8 @@ def run_with_systemd_dir(tmp_path, script: str, *args: str) -> str:
         (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls\n')
         (fake / tool).chmod(0o755)
     (tmp_path / "calls").write_text("")
-    shell = f"mount -t tmpfs none /run && mkdir -p /run/systemd/system && PATH={fake}:$PATH sh -e {script} \"$@\""
+    shell = (f"mount -t tmpfs none /run && mkdir -p /run/systemd/system && "
+             f"PATH={fake}:$PATH sh -e {script} \"$@\"")
     subprocess.run(["unshare", "--mount", "sh", "-c", shell, "sh", *args], check=True)
     return (tmp_path / "calls").read_text()
 

@@ -20,7 +20,8 @@ def dpkg_root(tmp_path: Path, status: str) -> Path:
 
 
 def controller_check(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", str(STEPS / "70-controller-check")], env={**os.environ, "MXRC_ROOT": str(root)},
+    return subprocess.run(["sh", str(STEPS / "70-controller-check")],
+                          env={**os.environ, "MXRC_ROOT": str(root)},
                           capture_output=True, text=True)
 
 
@@ -55,15 +56,17 @@ def test_controller_check_counts_a_provider_apt_is_installing(tmp_path, status, 
     assert proc.returncode == 0 and (NO_PROGRAM not in proc.stderr) is quiet, proc.stderr
 
 
-@pytest.mark.parametrize("step, verb", [("10-journald-limits", "try-restart"), ("05-daemon-reload", "daemon-reload")])
+@pytest.mark.parametrize("step, verb", [("10-journald-limits", "try-restart"),
+                                        ("05-daemon-reload", "daemon-reload")])
 def test_steps_tolerate_a_systemd_directory_without_a_reachable_systemd(tmp_path, step, verb):
     """A container or a chroot with the host's /run bound: /run/systemd/system exists, systemctl fails."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1) for a private /run")
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "systemctl").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/called\n'
-                                    'echo "Failed to connect to bus: No such file or directory" >&2; exit 1\n')
+    (fake / "systemctl").write_text(
+        f'#!/bin/sh\necho "$@" > {tmp_path}/called\n'
+        'echo "Failed to connect to bus: No such file or directory" >&2; exit 1\n')
     (fake / "systemctl").chmod(0o755)
     script = (f"mount -t tmpfs none /run && mkdir -p /run/systemd/system && "
               f"PATH={fake}:$PATH sh {STEPS / step}")

@@ -28,7 +28,8 @@ def apt(tmp: Path, repo: Path, *args: str, keyring: Path | None = None) -> subpr
 def repo(tmp_path_factory, debs):
     out = tmp_path_factory.mktemp("repo")
     env = {**os.environ, "MXRC_DEB_DIR": str(next(iter(debs.values())).parent)}
-    proc = subprocess.run([str(ROOT / "dev/publish-repo"), "--repo", str(out)], capture_output=True, text=True, env=env)
+    proc = subprocess.run([str(ROOT / "dev/publish-repo"), "--repo", str(out)],
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 

@@ -11,11 +11,12 @@ SKIP_DIRS = {".git", "build", "__pycache__", ".pybuild", "po"}
 MAINTAINER_SCRIPTS = {"config", "preinst", "postinst", "prerm", "postrm"}
 # Being rewritten by the debconf/robustness work when shellcheck came in: still checked, and shown as
 # xfail/xpass in the summary, but not failing the suite. The merge of that work empties this set.
-KNOWN_FAILING = {"debian/mxrc-systemd.config", "debian/mxrc-systemd.postinst", "debian/mxrc-systemd.postrm"}
+KNOWN_FAILING: set[str] = set()   # scripts allowed to fail for now: none
 
 
 def is_shell_script(path: Path) -> bool:
-    if path.suffix == ".sh" or (path.parent.name == "debian" and path.name.split(".")[-1] in MAINTAINER_SCRIPTS):
+    maintainer_script = path.parent.name == "debian" and path.name.split(".")[-1] in MAINTAINER_SCRIPTS
+    if path.suffix == ".sh" or maintainer_script:
         return True
     with path.open("rb") as f:
         first = f.readline(200)
@@ -45,10 +46,11 @@ def test_every_kind_of_shell_script_is_found():
 
 
 @pytest.mark.parametrize("script", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=False, reason="KNOWN_FAILING: rewritten elsewhere; clear at merge"))
+    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="KNOWN_FAILING"))
     if s in KNOWN_FAILING else s for s in SCRIPTS])
 def test_shellcheck_is_clean(script):
     # -x with the script's own folder as source path: dev/*'s ". common.sh" is checked too.
-    proc = subprocess.run(["shellcheck", "--external-sources", "--source-path=SCRIPTDIR", "--format=gcc", script],
+    proc = subprocess.run(["shellcheck", "--external-sources", "--source-path=SCRIPTDIR", "--format=gcc",
+                           script],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -46,7 +46,8 @@ def copy_source(root: Path, name: str) -> str:
 def trixie_build(chroot):
     """Source and binary packages built natively in trixie (nocheck: the tests run outside)."""
     work = copy_source(chroot, "native")
-    proc = run(chroot, f"cd {work}/mxrc-systemd && DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -us -uc -Pnocheck")
+    proc = run(chroot, f"cd {work}/mxrc-systemd && "
+                       "DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -us -uc -Pnocheck")
     yield proc, chroot / work.lstrip("/")
     shutil.rmtree(chroot / work.lstrip("/"), ignore_errors=True)
 
@@ -71,7 +72,8 @@ def test_lintian_of_trixie_is_clean(trixie_build, chroot):
     assert proc.returncode == 0, "the build failed (see test_trixie_builds_source_and_binaries)"
     changes = next(out.glob("*.changes")).name
     # Every tag of every level: an override with its reason is the only way to silence one.
-    lint = run(chroot, f"cd /{out.relative_to(chroot)} && lintian --pedantic -I -E --tag-display-limit 0 {changes}")
+    lint = run(chroot, f"cd /{out.relative_to(chroot)} && "
+                       f"lintian --pedantic -I -E --tag-display-limit 0 {changes}")
     tags = [line for line in lint.stdout.splitlines() if line[:2] in ("E:", "W:", "I:", "P:", "X:", "O:")]
     assert not tags, "\n".join(tags)
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -153,8 +153,9 @@ def unit_lines(unit: str) -> set[str]:
     return {line.strip() for line in (REPO / "units" / unit).read_text().splitlines()}
 
 
-@pytest.mark.parametrize("opening, units", [("세 service 공통:", SERVICES),
-                                            ("컨트롤러 두 service (`mxrc-rt`, `mxrc-nonrt`) 만:", SERVICES[:2])],
+@pytest.mark.parametrize("opening, units", [
+    ("세 service 공통:", SERVICES),
+    ("컨트롤러 두 service (`mxrc-rt`, `mxrc-nonrt`) 만:", SERVICES[:2])],
                          ids=["all-services", "controllers"])
 def test_what_the_user_guide_says_every_service_has_they_have(opening, units):
     claimed = settings_claimed(paragraph_after(USER_GUIDE.read_text(), opening))

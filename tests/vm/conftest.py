@@ -31,7 +31,8 @@ def trixie_image():
 
 @pytest.fixture(scope="session")
 def autopkgtest_image():
-    spec = testbed.ImageSpec(suite="trixie", packages=testbed.ImageSpec().packages + testbed.AUTOPKGTEST_PACKAGES,
+    spec = testbed.ImageSpec(suite="trixie",
+                             packages=testbed.ImageSpec().packages + testbed.AUTOPKGTEST_PACKAGES,
                              flavour="autopkgtest")
     return testbed.build_image(spec)
 

@@ -91,7 +91,8 @@ def values(output: str) -> dict[str, str]:
 # that trixie's null runner no longer claims to be (and its
 # --fake-capability=isolation-machine trips an assertion in autopkgtest 5.49).
 AUTOPKGTEST = [
-    ("autopkgtest", "rm -rf /tmp/src && mkdir /tmp/src && tar -C /tmp/src -xf /mnt/host/files/mxrc-systemd-source.tar"
+    ("autopkgtest", "rm -rf /tmp/src && mkdir /tmp/src && "
+                    "tar -C /tmp/src -xf /mnt/host/files/mxrc-systemd-source.tar"
                     " && autopkgtest --no-built-binaries --ignore-restrictions=isolation-machine"
                     " --summary-file=/tmp/autopkgtest.summary /tmp/src -- null;"
                     " rc=$?; echo '### summary'; cat /tmp/autopkgtest.summary; exit $rc"),
@@ -106,5 +107,6 @@ NO_CONTROLLER = [
     ("start-without-controller", "systemctl start mxrc.target; sleep 3; "
                                  "systemctl show -p ActiveState -p ConditionResult -p NRestarts -p Result "
                                  "mxrc-nonrt.service mxrc-rt.service; systemctl is-active mxrc.target; "
-                                 "echo failover: $(systemctl list-units --all --no-legend --plain 'mxrc-failover@*' | wc -l)"),
+                                 "echo failover: $(systemctl list-units --all --no-legend --plain "
+                                 "'mxrc-failover@*' | wc -l)"),
 ]

@@ -173,7 +173,8 @@ def test_without_a_controller_the_services_are_skipped_not_failed(trixie):
     assert "no MXRC program at /usr/libexec/mxrc/mxrc-rt" in second["reconfigure-without-controller"].output
     out = second["start-without-controller"].output
     for unit in parse_show(out)[:2]:
-        assert (unit["ActiveState"], unit["ConditionResult"], unit["NRestarts"]) == ("inactive", "no", "0"), out
+        state = (unit["ActiveState"], unit["ConditionResult"], unit["NRestarts"])
+        assert state == ("inactive", "no", "0"), out
     assert "\nactive\n" in out and out.rstrip().endswith("failover: 0"), out
 
 

@@ -56,7 +56,8 @@ PACKAGE_DEPENDENCIES = (
 # The autopkgtests (debian/tests) run inside a VM with the null runner; the
 # guest has no network, so the runner and the tests' Depends are in the image
 # (a flavour of its own: the other scenarios' image stays as small as it was).
-AUTOPKGTEST_PACKAGES = ("autopkgtest", "dpkg-dev", "g++", "pkgconf", "python3-pytest")  # dpkg-dev: an unbuilt source tree
+# dpkg-dev: autopkgtest runs on an unbuilt source tree.
+AUTOPKGTEST_PACKAGES = ("autopkgtest", "dpkg-dev", "g++", "pkgconf", "python3-pytest")
 
 # The peers the exporter is judged against (tests/vm/test_exporter.py, bench/):
 # a real Prometheus server and node_exporter's systemd collector.
