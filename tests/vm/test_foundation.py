@@ -26,6 +26,9 @@ def trixie(autopkgtest_image, guest_files, source_tar):
             second = vm.boot([
                 ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
                 ("critical-chain", "systemd-analyze critical-chain --no-pager mxrc-rt.service"),
+                ("order-at-boot", "systemctl show -p Id -p InactiveExitTimestampMonotonic "
+                                  "-p ActiveEnterTimestampMonotonic mxrc-nonrt.service mxrc-isolation.service "
+                                  "mxrc-rt.service"),
                 *AUTOPKGTEST,
                 *NO_CONTROLLER,
                 *PURGE,
@@ -150,8 +153,15 @@ def test_critical_chain_at_boot_has_nonrt_before_rt(trixie):
     assert second["active-at-boot"].output.split() == ["active"] * 4
     chain = second["critical-chain"].output
     lines = [line for line in chain.splitlines() if "mxrc-" in line]
-    assert lines and "mxrc-rt.service" in lines[0] and any("mxrc-nonrt.service" in x
-                                                           for x in lines[1:]), chain
+    # The chain shows the longest of mxrc-rt's waits: mxrc-nonrt or mxrc-isolation.service.
+    assert lines and "mxrc-rt.service" in lines[0], chain
+    assert any("mxrc-nonrt.service" in x or "mxrc-isolation.service" in x for x in lines[1:]), chain
+    nonrt, isolation, rt = parse_show(second["order-at-boot"].output)
+    assert (nonrt["Id"], isolation["Id"], rt["Id"]) == (
+        "mxrc-nonrt.service", "mxrc-isolation.service", "mxrc-rt.service")
+    started = int(rt["InactiveExitTimestampMonotonic"])
+    assert 0 < int(nonrt["ActiveEnterTimestampMonotonic"]) <= started, second["order-at-boot"].output
+    assert 0 < int(isolation["ActiveEnterTimestampMonotonic"]) <= started, second["order-at-boot"].output
 
 
 @pytest.fixture(params=["trixie", "bookworm"])
