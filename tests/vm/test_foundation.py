@@ -27,8 +27,8 @@ def trixie(autopkgtest_image, guest_files, source_tar):
                 ("active-at-boot", f"systemctl is-active {SERVICES} mxrc.target"),
                 ("critical-chain", "systemd-analyze critical-chain --no-pager mxrc-rt.service"),
                 ("order-at-boot", "systemctl show -p Id -p InactiveExitTimestampMonotonic "
-                                  "-p ActiveEnterTimestampMonotonic mxrc-nonrt.service mxrc-isolation.service "
-                                  "mxrc-rt.service"),
+                                  "-p ActiveEnterTimestampMonotonic "
+                                  "mxrc-nonrt.service mxrc-isolation.service mxrc-rt.service"),
                 *AUTOPKGTEST,
                 *NO_CONTROLLER,
                 *PURGE,
