@@ -71,3 +71,9 @@ def test_every_finding_the_code_raises_is_registered():
     assert raised - set(findings.REGISTRY) == set()
     # the scan sees all three forms
     assert {"isolcpus-missing", "ordering-cycle", "dropin-admin-owned"} <= raised
+
+
+def test_test_modules_have_names_of_their_own():
+    """pytest imports test files by basename (rootdir-less): two test_x.py in different tiers clash."""
+    names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
