@@ -11,6 +11,8 @@ import re
 
 import pytest
 import testbed
+
+from mxrc_install.cpulist import parse_cpulist
 from scenarios import PRELUDE, values
 
 from mxrc_runtime import journal
@@ -236,14 +238,17 @@ def test_cpu_quota_holds_sched_other_burners_to_two_cpus(drills):
     print(f"under CPUQuota=200%: SCHED_OTHER {other:.2f} CPUs, the SCHED_FIFO loop "
           f"{int(v['rt_usec']) / wall:.2f} CPUs (not throttled by the quota)")
     assert 1.0 <= other <= 2.05, out
-    assert int(v["nr_throttled"]) > 0
+    # No nr_throttled > 0 any more: the cpuset (#10) holds the cgroup to the 2 RT CPUs, so the
+    # quota of 2 CPUs is rarely reached; the quota is still in force (cpu.max above).
 
 
 def test_burners_asking_for_every_cpu_are_held_to_the_rt_cpus(drills):
     """#10: the cpuset, not the starting affinity, bounds every thread; so SC-008 holds by construction."""
     out = drills["cpu-quota"].output
     threads = re.findall(r"^thread_cpus=(\S*)$", out, re.M)
-    assert len(threads) >= 5 and set(threads) == {"2-3"}, out   # the loop and its 4 burners
+    # Each burner asks for one CPU of 0-3: 2 and 3 are granted, 0 and 1 refused (EINVAL), none escapes.
+    assert len(threads) >= 5, out   # the loop and its 4 burners
+    assert all(parse_cpulist(cpus) <= {2, 3} for cpus in threads), out
     v = values(out)
     total = int(v["usage_usec"]) / int(v["wall_usec"])
     print(f"mxrc-rt's cgroup with 4 burners pinned to every CPU: {total:.2f} CPUs in all")
