@@ -254,8 +254,8 @@ def test_rt_intrusions_show_in_the_new_metrics(run):
     print(f"RT intrusion: {v}")
 
 
-@pytest.mark.xfail(strict=False, reason="#14: failed in the session-4 full run; the exporter's fix (4 "
-                   "accepts per wake-up) held natively (bench/results/serving-host.json), not yet in a TCG VM")
+@pytest.mark.xfail(strict=False, reason="#14: failed in the session-4 full run; the fix (4 accepts per "
+                   "wake-up) held natively (bench/results/serving-host.json), not in a TCG VM yet")
 def test_an_idle_connection_flood_does_not_take_the_exporter_down(run):
     out = run["flood"].output
     v = values(out)
