@@ -52,6 +52,7 @@ def test_a_repository_signed_by_another_key_is_refused(repo, tmp_path):
                     "ed25519", "sign", "1d"], check=True, env=env, capture_output=True)
     other.write_bytes(subprocess.run(["gpg", "--batch", "--export", "other"], check=True, env=env,
                                      capture_output=True).stdout)
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=True)
     update = apt(tmp_path, repo, "apt-get", "update", keyring=other)
     assert "NO_PUBKEY" in update.stderr, update.stdout + update.stderr
     policy = apt(tmp_path, repo, "apt-cache", "policy", "mxrc-systemd", keyring=other).stdout
