@@ -1,12 +1,13 @@
-"""A Debian trixie build chroot for the checks the host's release cannot do: trixie's lintian and
-the arm64 cross build.
+"""Debian trixie chroots for the checks the host's release cannot do: trixie's lintian and the arm64
+cross build (the build chroot), and the autopkgtests that need no booted systemd (the test chroot:
+the packages' and the tests' dependencies, nothing to build with).
 
 The chroot is made with mmdebstrap and cached under /var/tmp, keyed by everything that goes into it
 (suite, architectures, package list, mirror), so a rerun costs nothing and a change of debian/control's
 Build-Depends makes a new one. It is built beside its cache entry and renamed into place, so an
 interrupted build never looks cached. The host's dpkg is never touched: everything runs under chroot(8).
 
-    python3 tests/package/buildchroot.py build      # build (or reuse) it and print its directory
+    python3 tests/package/buildchroot.py build [--tests]  # build (or reuse) one, print its directory
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ def build_depends(control: Path) -> list[str]:
     return names
 
 
+def runtime_depends(control: Path, tests_control: Path) -> list[str]:
+    """What the binary packages and debian/tests need from the archive (first alternatives; our own
+    packages, substvars and Recommends left out): the test chroot has no network for apt to use."""
+    ours = set(re.findall(r"^Package:\s*(\S+)", control.read_text(), re.M))
+    fields = [f for text in (control.read_text(), tests_control.read_text())
+              for f in re.findall(r"^Depends:(.*?)(?=^\S|\Z)", text, re.S | re.M)]
+    names = set()
+    for relation in " ".join(fields).replace("\n", " ").split(","):
+        first = relation.split("|")[0].strip()
+        name = re.split(r"[\s(\[<:]", first, maxsplit=1)[0]
+        if name and not name.startswith("$") and name not in ours:
+            names.add(name)
+    return sorted(names)
+
+
 def host_mirror() -> str:
     sys.path.insert(0, str(REPO / "tests" / "vm"))
     import testbed  # the VM test bed's library: the same mirror as the VM images
@@ -61,20 +77,38 @@ class ChrootSpec:
     architectures: tuple[str, ...] = ("amd64", CROSS_ARCH)
     packages: tuple[str, ...] = ()
     mirror: str = ""
+    variant: str = "buildd"
+    # Names the chroot in the cache, so chroots of different purposes live side by side.
+    flavour: str = ""
 
     def key(self) -> str:
-        material = json.dumps([CHROOT_FORMAT, self.suite, self.architectures, sorted(set(self.packages)),
-                               self.mirror])
+        material = [CHROOT_FORMAT, self.suite, self.architectures, sorted(set(self.packages)), self.mirror]
+        if self.variant != "buildd":   # the first variant: its chroots keep the keys they had
+            material.append(self.variant)
+        material = json.dumps(material)
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     @property
+    def name(self) -> str:
+        return self.suite + (f"-{self.flavour}" if self.flavour else "")
+
+    @property
     def directory(self) -> Path:
-        return CACHE_ROOT / f"{self.suite}-{self.key()}"
+        return CACHE_ROOT / f"{self.name}-{self.key()}"
 
 
 def default_spec() -> ChrootSpec:
     packages = tuple(build_depends(REPO / "debian" / "control")) + TOOLS
     return ChrootSpec(packages=packages, mirror=host_mirror())
+
+
+def test_spec() -> ChrootSpec:
+    """The chroot the autopkgtests run in: autopkgtest's null runner and every dependency."""
+    # dpkg-dev: autopkgtest reads an unbuilt source tree with it.
+    packages = ("autopkgtest", "dpkg-dev", *runtime_depends(REPO / "debian" / "control",
+                                                REPO / "debian" / "tests" / "control"))
+    return ChrootSpec(architectures=("amd64",), packages=packages, mirror=host_mirror(), variant="minbase",
+                      flavour="autopkgtest")
 
 
 def ensure(spec: ChrootSpec | None = None) -> Path:
@@ -90,10 +124,10 @@ def ensure(spec: ChrootSpec | None = None) -> Path:
 
 
 def _build(spec: ChrootSpec) -> None:
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.suite}-build-", dir=CACHE_ROOT))
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}-build-", dir=CACHE_ROOT))
     rootfs = work / "root"
     started = time.monotonic()
-    cmd = ["mmdebstrap", "--variant=buildd", "--mode=root", "--format=directory",
+    cmd = ["mmdebstrap", f"--variant={spec.variant}", "--mode=root", "--format=directory",
            "--architectures=" + ",".join(spec.architectures),
            "--include=" + ",".join(sorted(set(spec.packages))),
            '--aptopt=Acquire::Retries "3"',
@@ -111,8 +145,9 @@ def _build(spec: ChrootSpec) -> None:
         shutil.rmtree(spec.directory)
     rootfs.rename(spec.directory)
     shutil.rmtree(work, ignore_errors=True)
-    for other in CACHE_ROOT.glob(f"{spec.suite}-*"):
-        if other != spec.directory:  # same suite, other inputs: stale (each is several hundred MB)
+    for other in CACHE_ROOT.glob(f"{spec.name}-*"):
+        # same suite and purpose, other inputs: stale (each is several hundred MB)
+        if other != spec.directory and len(other.name) == len(spec.directory.name):
             shutil.rmtree(other, ignore_errors=True)
 
 
@@ -124,6 +159,6 @@ def run(root: Path, script: str, timeout: int = 1800) -> subprocess.CompletedPro
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["build"]:
-        sys.exit("usage: buildchroot.py build")
-    print(ensure())
+    if sys.argv[1:] not in (["build"], ["build", "--tests"]):
+        sys.exit("usage: buildchroot.py build [--tests]")
+    print(ensure(test_spec() if "--tests" in sys.argv else None))

@@ -1,7 +1,10 @@
-"""What needs Debian 13 and is not a VM: trixie's lintian on a trixie build, and the arm64 cross build.
+"""What needs Debian 13 and is not a VM: trixie's lintian on a trixie build, the arm64 cross build, and
+the autopkgtests that need no booted systemd (the one that does, `controller`, runs in a VM:
+tests/vm/test_foundation.py).
 
-Both run in one cached mmdebstrap chroot (buildchroot.py); the host's dpkg is never touched. The source
-tree is copied into the chroot, built there and the copy removed, so the cached chroot stays as built.
+They run in cached mmdebstrap chroots (buildchroot.py); the host's dpkg is never touched. The source
+tree is copied into the build chroot, built there and the copy removed, so the cached chroot stays as
+built; the autopkgtests install the packages into a throwaway overlay of the test chroot.
 """
 
 import os
@@ -12,13 +15,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from buildchroot import CROSS_ARCH, REPO, ensure, run
+from buildchroot import CROSS_ARCH, REPO, ensure, run, test_spec
 
 EM_AARCH64 = 183
 
 
-@pytest.fixture(scope="module")
-def chroot() -> Path:
+# The autopkgtests that need only the installed packages; `controller` needs a booted systemd.
+CHROOT_AUTOPKGTESTS = ("superficial", "cxx-header", "unit")
+
+
+def require_chroots() -> None:
     # As for the VM tests: a developer without root opts out explicitly; CI never does.
     if os.environ.get("MXRC_SKIP_CHROOT") == "1":
         pytest.skip("MXRC_SKIP_CHROOT=1: trixie chroot checks skipped on request")
@@ -27,7 +33,34 @@ def chroot() -> Path:
                     "run as root or set MXRC_SKIP_CHROOT=1")
     if shutil.which("mmdebstrap") is None:
         pytest.fail("mmdebstrap is missing: ./dev/deps installs it")
+
+
+@pytest.fixture(scope="module")
+def chroot() -> Path:
+    require_chroots()
     return ensure()
+
+
+@pytest.fixture(scope="module")
+def overlay(tmp_path_factory):
+    """A throwaway copy-on-write view of the test chroot, with /proc (apt, autopkgtest and the
+    postinst read it); unmounted and dropped afterwards, the cached chroot never changes."""
+    require_chroots()
+    lower = ensure(test_spec())
+    base = tmp_path_factory.mktemp("overlay")
+    upper, work, merged = base / "upper", base / "work", base / "root"
+    for d in (upper, work, merged):
+        d.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)], check=True)
+    try:
+        subprocess.run(["mount", "-t", "proc", "proc", str(merged / "proc")], check=True)
+        try:
+            yield merged
+        finally:
+            subprocess.run(["umount", str(merged / "proc")], check=False)
+    finally:
+        subprocess.run(["umount", str(merged)], check=False)
 
 
 def copy_source(root: Path, name: str) -> str:
@@ -90,3 +123,28 @@ def test_arm64_cross_build_gives_an_aarch64_reference_loop(cross_build, tmp_path
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
     header = (tmp_path / "usr/libexec/mxrc-reference/mxrc-rt").read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and struct.unpack_from("<H", header, 18)[0] == EM_AARCH64
+
+
+@pytest.fixture(scope="module")
+def autopkgtests(trixie_build, overlay):
+    """debian/tests against the trixie-built packages, as autopkgtest's null runner runs them."""
+    proc, out = trixie_build
+    assert proc.returncode == 0, "the build failed (see test_trixie_builds_source_and_binaries)"
+    (overlay / "tmp" / "debs").mkdir()
+    for deb in out.glob("*.deb"):
+        shutil.copy(deb, overlay / "tmp" / "debs")
+    src = copy_source(overlay, "autopkgtest")
+    names = " ".join(f"--test-name={t}" for t in CHROOT_AUTOPKGTESTS)
+    return run(overlay, "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                        "-o Debug::NoLocking=1 /tmp/debs/*.deb >/tmp/install.log 2>&1 "
+                        "|| { cat /tmp/install.log; exit 90; }; "
+                        f"autopkgtest --no-built-binaries {names} --summary-file=/tmp/summary "
+                        f"{src}/mxrc-systemd -- null; "
+                        "rc=$?; echo '### summary'; cat /tmp/summary; exit $rc", timeout=1200)
+
+
+@pytest.mark.parametrize("name", CHROOT_AUTOPKGTESTS)
+def test_autopkgtest_passes_in_trixie(autopkgtests, name):
+    summary = autopkgtests.stdout.rpartition("### summary")[2]
+    verdict = re.search(rf"^{re.escape(name)}\s+(\S+)", summary, re.M)
+    assert verdict and verdict.group(1) == "PASS", autopkgtests.stdout[-6000:] + autopkgtests.stderr[-3000:]

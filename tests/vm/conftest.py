@@ -16,6 +16,20 @@ def pytest_collection_modifyitems(config, items):
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.vm)
 
+def pytest_terminal_summary(terminalreporter):
+    if not testbed.BOOT_LOG:
+        return
+    terminalreporter.section("VM boots (seconds, slowest steps)")
+    for boot in testbed.BOOT_LOG:
+        steps = ", ".join(f"{name} {seconds:.0f}" for seconds, name in boot["slowest"])
+        again = (f" ({boot['attempts'] - 1} early death(s), {boot['crashes']} kernel crash(es))"
+                 if boot["attempts"] > 1 or boot["crashes"] else "")
+        terminalreporter.write_line(f"{boot['seconds']:7.0f}  {boot['suite']:<22} {boot['cpus']} CPUs "
+                                    f"{boot['kernel']:<3}  {boot['test']}  [{steps}]{again}")
+    total = sum(b["seconds"] for b in testbed.BOOT_LOG)
+    terminalreporter.write_line(f"{total:7.0f}  in {len(testbed.BOOT_LOG)} boots")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _vm_prerequisites():
     # A developer without root can opt out explicitly; CI never does.
@@ -28,13 +42,6 @@ def _vm_prerequisites():
 @pytest.fixture(scope="session")
 def trixie_image():
     return testbed.build_image(testbed.ImageSpec(suite="trixie"))
-
-@pytest.fixture(scope="session")
-def autopkgtest_image():
-    spec = testbed.ImageSpec(suite="trixie",
-                             packages=testbed.ImageSpec().packages + testbed.AUTOPKGTEST_PACKAGES,
-                             flavour="autopkgtest")
-    return testbed.build_image(spec)
 
 @pytest.fixture(scope="session")
 def bookworm_image():

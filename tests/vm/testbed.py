@@ -37,7 +37,7 @@ GUEST_DIR = Path(__file__).resolve().parent / "guest"
 
 # Bump when the way an image is put together changes in a way the inputs
 # below do not capture.
-IMAGE_FORMAT = 3
+IMAGE_FORMAT = 4
 
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "udev", "kmod", "initramfs-tools",
@@ -53,11 +53,11 @@ PACKAGE_DEPENDENCIES = (
     "python3-bcrypt", "python3-yaml",   # mxrc-monitor's --web.config.file
 )
 
-# The autopkgtests (debian/tests) run inside a VM with the null runner; the
-# guest has no network, so the runner and the tests' Depends are in the image
-# (a flavour of its own: the other scenarios' image stays as small as it was).
+# debian/tests' `controller` runs inside a VM with autopkgtest's null runner
+# (the other autopkgtests need no booted systemd and run natively in a chroot:
+# tests/package). The guest has no network, so the runner is in the image;
 # dpkg-dev: autopkgtest runs on an unbuilt source tree.
-AUTOPKGTEST_PACKAGES = ("autopkgtest", "dpkg-dev", "g++", "pkgconf", "python3-pytest")
+AUTOPKGTEST_PACKAGES = ("autopkgtest", "dpkg-dev")
 
 # The peers the exporter is judged against (tests/vm/test_exporter.py, bench/):
 # a real Prometheus server and node_exporter's systemd collector.
@@ -92,6 +92,27 @@ StandardError=journal+console
 WantedBy=multi-user.target
 """
 
+# Multi-threaded TCG races with the kernel patching its own code across CPUs
+# (text_poke_bp's int3): a vCPU runs the int3 after its handler is gone and the
+# guest dies with "Oops: int3" (seen in update_curr and sched_clock_cpu). The
+# scheduler's static keys flip whenever the first CPU quota appears or the last
+# goes (CPUQuota= of mxrc-rt, started and stopped all the time here): a quota
+# held from early boot to power-off keeps __cfs_bandwidth_used on, so it never
+# flips. 10000 % never throttles anything on these machines.
+KEYS_UNIT = """\
+[Unit]
+Description=mxrc test bed: keeps the CFS bandwidth static key on (see testbed.py)
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+ExecStart=/bin/sleep infinity
+CPUQuota=10000%
+
+[Install]
+WantedBy=sysinit.target
+"""
+
 # Only what is needed to find and mount the root disk and the share.
 INITRAMFS_HOOK = """\
 #!/bin/sh
@@ -111,7 +132,7 @@ MASKED_UNITS = (
 @dataclasses.dataclass(frozen=True)
 class ImageSpec:
     suite: str = "trixie"
-    packages: tuple[str, ...] = BASE_PACKAGES + PACKAGE_DEPENDENCIES
+    packages: tuple[str, ...] = BASE_PACKAGES + PACKAGE_DEPENDENCIES + AUTOPKGTEST_PACKAGES
     mirror: str = ""
     # An image build as an integrator does it: these files are copied into the
     # chroot's /tmp/image-files and `build_script` runs there (no running
@@ -265,9 +286,11 @@ def load_image(spec: ImageSpec) -> Image | None:
 
 def _customize_commands() -> list[str]:
     unit = "/etc/systemd/system/mxrc-testbed-runner.service"
+    keys = "/etc/systemd/system/mxrc-testbed-keys.service"
     cmds = [
         f"cat > \"$1{unit}\" <<'EOF'\n{RUNNER_UNIT}EOF",
-        "chroot \"$1\" systemctl enable mxrc-testbed-runner.service",
+        f"cat > \"$1{keys}\" <<'EOF'\n{KEYS_UNIT}EOF",
+        "chroot \"$1\" systemctl enable mxrc-testbed-runner.service mxrc-testbed-keys.service",
         "chroot \"$1\" systemctl mask " + " ".join(MASKED_UNITS),
         "echo mxrc-vm > \"$1/etc/hostname\"",
         "echo 'LABEL=root / ext4 rw,errors=remount-ro 0 1' > \"$1/etc/fstab\"",
@@ -390,6 +413,11 @@ class RunResult:
         return self.steps[name]
 
 
+# Every boot of this process, for the suite's time report (tests/vm/conftest.py):
+# where the minutes go is the first thing to know when the suite is slow.
+BOOT_LOG: list[dict] = []
+
+
 class VM:
     """One virtual machine: a copy-on-write disk over the cached image, booted as often as needed.
 
@@ -426,15 +454,51 @@ class VM:
         self._tmp.cleanup()
 
     def boot(self, steps: list[tuple[str, str]], machine: Machine | None = None,
-             timeout: int = 900, boot_retries: int = 2) -> RunResult:
+             timeout: int = 900, boot_retries: int = 2, crash_retries: int = 2) -> RunResult:
         """Boot, run each (name, shell command) in order, power off.
 
         Every step runs even when an earlier one failed; the caller decides
         what a failure means.  A boot that died before the runner started (a
-        known TCG flake) is retried; a run that started never is.  `machine`
-        changes the hardware for this boot only (a disk moved to another robot).
+        known TCG flake) is retried; a run that started is not, unless the
+        emulated kernel crashed: then the disk goes back to how this boot found
+        it (an internal qcow2 snapshot) and the boot runs again from there, so
+        a crash costs one boot, not the whole scenario.  `machine` changes the
+        hardware for this boot only (a disk moved to another robot).
         """
         machine = machine or self.machine
+        started = time.monotonic()
+        self._snapshot("-c")
+        try:
+            for crashes in range(crash_retries + 1):
+                result, attempts = self._run(steps, machine, timeout, boot_retries)
+                crash = next((m for m in KERNEL_CRASH_MARKERS if m in result.console), None)
+                if not (crash and result.rc in (124, 125)):
+                    break
+                message = (f"guest kernel crashed ({crash!r}) during boot {len(self.boots) + 1}; console "
+                           "tail:\n" + "\n".join(result.console.splitlines()[-25:]))
+                if crashes == crash_retries:
+                    raise GuestKernelCrash(message)
+                log.warning("%s\nbooting again from the disk as it was before this boot", message)
+                self._snapshot("-a")
+        finally:
+            self._snapshot("-d")
+        result.seconds = round(time.monotonic() - started, 1)
+        self.boots.append(result)
+        BOOT_LOG.append({
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+            "suite": self.image.spec.suite + self.image.spec.kind, "cpus": machine.cpus,
+            "kernel": machine.kernel, "seconds": result.seconds, "attempts": attempts, "crashes": crashes,
+            "slowest": sorted(((s.seconds, n) for n, s in result.steps.items()), reverse=True)[:3],
+        })
+        log.info("boot %d of this VM: rc=%d, %.0f s, %d attempt(s), %d crash(es)", len(self.boots),
+                 result.rc, result.seconds, attempts, crashes)
+        return result
+
+    def _snapshot(self, action: str) -> None:
+        subprocess.run(["qemu-img", "snapshot", action, "before-boot", str(self.disk)], check=True)
+
+    def _run(self, steps, machine: Machine, timeout: int, boot_retries: int) -> tuple[RunResult, int]:
+        """One run of the steps: qemu until the guest powers off (again if it died before the runner)."""
         started = time.monotonic()
         share = self.share
         (share / "steps.json").write_text(json.dumps([{"name": n, "command": c} for n, c in steps]))
@@ -463,16 +527,8 @@ class VM:
         if (out / "results.json").exists():
             for item in json.loads(_read(out / "results.json")):
                 results[item["name"]] = StepResult(**item)
-        result = RunResult(rc, results, _read(out / "journal.txt"), _read(console), attempts,
-                           round(time.monotonic() - started, 1))
-        crash = next((m for m in KERNEL_CRASH_MARKERS if m in result.console), None)
-        if crash and rc in (124, 125):
-            raise GuestKernelCrash(f"guest kernel crashed ({crash!r}) during boot {len(self.boots) + 1}; "
-                                   "console tail:\n" + "\n".join(result.console.splitlines()[-25:]))
-        self.boots.append(result)
-        log.info("boot %d of this VM: rc=%d, %.0f s, %d attempt(s)", len(self.boots), rc, result.seconds,
-                 attempts)
-        return result
+        return RunResult(rc, results, _read(out / "journal.txt"), _read(console), attempts,
+                         round(time.monotonic() - started, 1)), attempts
 
 
 def run_scenario(scenario, attempts: int = 2):
