@@ -152,6 +152,7 @@ def debconf_home(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "mxrc-systemd").write_text("#!/bin/sh\n"
+                                         f"echo \"$*\" >> {tmp_path}/calls\n"
                                          f"PYTHONPATH={REPO} exec {sys.executable} -m mxrc_install \"$@\"\n")
     (bindir / "mxrc-systemd").chmod(0o755)
     pkg = tmp_path / "pkg"
@@ -204,3 +205,22 @@ def test_bad_preseed_and_bad_file_value_fall_back_with_their_origin(tmp_path):
     assert got["mxrc-systemd/rt_priority"] == "80" and got["mxrc-systemd/rt_cpus"] == "2-3"
     assert got["mxrc-systemd/watchdog_sec"] == "30" and got["mxrc-systemd/boot_cmdline"] == "false"
     assert got["mxrc-monitor/port"] == "9558"
+
+
+@pytest.mark.spawns
+@pytest.mark.skipif(not os.path.exists("/usr/share/debconf/frontend"), reason="needs debconf")
+def test_valid_answers_cost_one_mxrc_systemd_run(tmp_path):
+    """Each run is a Python start (~3 s under emulation, ~0.2 s on a PC): an install with good answers
+    checks them all in one run; a bad one is then found by checking each alone."""
+    env, pkg = debconf_home(tmp_path)
+    for name in ("mxrc-systemd", "mxrc-monitor"):
+        (tmp_path / "calls").unlink(missing_ok=True)
+        assert run_config(env, pkg, name).returncode == 0
+        calls = (tmp_path / "calls").read_text().splitlines()
+        assert len(calls) == 1 and calls[0].startswith("config --check "), calls
+    subprocess.run(["debconf-set-selections"], input="mxrc-monitor mxrc-monitor/port string 0\n", env=env,
+                   check=True, text=True)
+    (tmp_path / "calls").unlink()
+    result = run_config(env, pkg, "mxrc-monitor")
+    assert "preseeded mxrc-monitor/port = '0' is invalid" in result.stderr
+    assert len((tmp_path / "calls").read_text().splitlines()) == 4   # all, the probe, then each alone
