@@ -1,8 +1,10 @@
 """VM fixtures: images are built once per session (and cached across runs in /var/tmp)."""
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,18 +18,28 @@ def pytest_collection_modifyitems(config, items):
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.vm)
 
-def pytest_terminal_summary(terminalreporter):
-    if not testbed.BOOT_LOG:
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):   # the controller, not a pytest-xdist worker
+        path = Path(tempfile.gettempdir()) / f"mxrc-vm-boots-{os.getpid()}.jsonl"
+        path.unlink(missing_ok=True)
+        os.environ["MXRC_BOOT_LOG"] = str(path)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    path = Path(os.environ.get("MXRC_BOOT_LOG", "/nonexistent"))
+    if hasattr(config, "workerinput") or not path.exists():
         return
+    boots = [json.loads(line) for line in path.read_text().splitlines()]
+    path.unlink()
     terminalreporter.section("VM boots (seconds, slowest steps)")
-    for boot in testbed.BOOT_LOG:
+    for boot in boots:
         steps = ", ".join(f"{name} {seconds:.0f}" for seconds, name in boot["slowest"])
         again = (f" ({boot['attempts'] - 1} early death(s), {boot['crashes']} kernel crash(es))"
                  if boot["attempts"] > 1 or boot["crashes"] else "")
         terminalreporter.write_line(f"{boot['seconds']:7.0f}  {boot['suite']:<22} {boot['cpus']} CPUs "
                                     f"{boot['kernel']:<3}  {boot['test']}  [{steps}]{again}")
-    total = sum(b["seconds"] for b in testbed.BOOT_LOG)
-    terminalreporter.write_line(f"{total:7.0f}  in {len(testbed.BOOT_LOG)} boots")
+    total = sum(b["seconds"] for b in boots)
+    terminalreporter.write_line(f"{total:7.0f}  in {len(boots)} boots")
 
 
 @pytest.fixture(scope="session", autouse=True)

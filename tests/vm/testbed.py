@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -203,13 +204,19 @@ def run_logged(cmd: list[str], logfile: Path, **kw) -> None:
 
 
 def build_image(spec: ImageSpec) -> Image:
-    """Build (or reuse) the image for `spec`. Safe to call concurrently only per spec."""
-    image = load_image(spec)
-    if image:
-        log.info("image %s: cached", spec.directory)
-        return image
-    target = spec.directory
+    """Build (or reuse) the image for `spec`; concurrent callers (pytest-xdist workers) wait for one build."""
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_ROOT / f".lock-{spec.suite}{spec.kind}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        image = load_image(spec)
+        if image:
+            log.info("image %s: cached", spec.directory)
+            return image
+        return _build_image(spec)
+
+
+def _build_image(spec: ImageSpec) -> Image:
+    target = spec.directory
     # Built beside the cache entry and renamed into place, so an interrupted
     # build never looks like a cached image.
     work = Path(tempfile.mkdtemp(prefix=f".{spec.suite}-build-", dir=CACHE_ROOT))
@@ -413,9 +420,15 @@ class RunResult:
         return self.steps[name]
 
 
-# Every boot of this process, for the suite's time report (tests/vm/conftest.py):
-# where the minutes go is the first thing to know when the suite is slow.
-BOOT_LOG: list[dict] = []
+# Every boot, for the suite's time report (tests/vm/conftest.py): where the
+# minutes go is the first thing to know when the suite is slow. Appended to the
+# file MXRC_BOOT_LOG names (one JSON line per boot) so pytest-xdist's workers
+# report to one place.
+def record_boot(entry: dict) -> None:
+    path = os.environ.get("MXRC_BOOT_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
 
 class VM:
@@ -484,7 +497,7 @@ class VM:
             self._snapshot("-d")
         result.seconds = round(time.monotonic() - started, 1)
         self.boots.append(result)
-        BOOT_LOG.append({
+        record_boot({
             "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
             "suite": self.image.spec.suite + self.image.spec.kind, "cpus": machine.cpus,
             "kernel": machine.kernel, "seconds": result.seconds, "attempts": attempts, "crashes": crashes,
