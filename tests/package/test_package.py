@@ -152,7 +152,8 @@ def test_reference_package_provides_both_programs(debs):
 
 
 @pytest.mark.parametrize("command", [["check", "rules", "mxrc.rules.yml"],
-                                     ["test", "rules", "mxrc.rules.test.yml"]])
+                                     ["test", "rules", "mxrc.rules.test.yml"],
+                                     ["check", "config", "prometheus-fleet.yml"]])
 def test_prometheus_rules_pass_promtool(command):
     # promtool comes with Debian's prometheus package (dev/deps installs it).
     proc = subprocess.run(["promtool", *command], cwd=REPO / "monitoring", capture_output=True, text=True)

@@ -311,6 +311,8 @@ SPEC_AND_SETTINGS = {
     (90, "%"): "MxrcMemoryNearMax threshold (monitoring/mxrc.rules.yml)",
     (2, "min"): "MxrcMemoryNearMax 'for: 2m' (monitoring/mxrc.rules.yml)",
     (1, "min"): "MxrcMonitorDisconnected 'for: 1m' (monitoring/mxrc.rules.yml)",
+    (15, "min"): "MxrcFleetRestartWave's window (monitoring/mxrc.rules.yml)",
+    (10, "%"): "MxrcFleetUnreachable's threshold (monitoring/mxrc.rules.yml)",
     (10, "us"): "the RT CPUs' idle wake-up latency limit (isolate.RT_WAKEUP_LATENCY_US)",
 }
 SOURCE = re.compile(r"<!--\s*source:\s*(\S+)\s*-->")
@@ -425,3 +427,9 @@ def test_doctor_summaries_in_the_docs_are_printed_as_doctor_prints_them():
     shown = [m for doc in docs for m in pattern.finditer(doc.read_text())]
     assert shown, "no doctor summary in the docs: drop this test or point it at the new place"
     assert [m.group(1) for m in shown] == [summary(int(m.group(2)), int(m.group(3))) for m in shown]
+
+
+def test_every_alert_rule_is_in_the_monitoring_alert_table():
+    alerts = re.findall(r"^\s*- alert: (\w+)$", (REPO / "monitoring/mxrc.rules.yml").read_text(), re.M)
+    table = (REPO / "docs/monitoring.md").read_text()
+    assert alerts and [a for a in alerts if f"| `{a}` |" not in table] == []

@@ -57,3 +57,17 @@ def test_rules_use_only_exported_metrics(repo):
     used = used_names("\n".join(line for line in text.splitlines()
                                   if "expr:" in line or line.startswith("          ")))
     assert used and used <= exported_names(), used - exported_names()
+
+
+def test_fleet_targets_name_each_robot_and_the_config_makes_it_the_instance(repo):
+    """The file_sd example: every target group has a robot label, and the fleet config turns it
+    into `instance`, which the dashboard's Robot selector and the alerts' summaries show."""
+    import yaml
+
+    groups = yaml.safe_load((repo / "monitoring/mxrc-robots.example.yml").read_text())
+    assert groups and all(g["labels"].get("robot") and g["targets"] for g in groups)
+    assert all(t.endswith(":9558") for g in groups for t in g["targets"])
+    config = yaml.safe_load((repo / "monitoring/prometheus-fleet.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "mxrc" and job["file_sd_configs"]
+    assert {"source_labels": ["robot"], "regex": "(.+)", "target_label": "instance"} in job["relabel_configs"]
