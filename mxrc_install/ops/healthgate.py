@@ -28,11 +28,17 @@ def failed_checks(checks: list) -> list[str]:
             if c.status == doctor.FAIL]
 
 
+# A failed unit stays failed: systemd shows "activating (auto-restart)" while a
+# restart is still to come, "failed" only once it gave up (start limit, Restart=no).
+FINAL_STATES = {"failed"}
+
+
 def wait_for_units(read_states, timeout: float, clock=time.monotonic, sleep=time.sleep) -> list[str]:
-    """Poll until every MXRC unit is active or the time is up; the problems left."""
+    """Poll until every MXRC unit is active, one has failed for good, or the time is up; the problems."""
     deadline = clock() + timeout
     while True:
-        problems = unit_problems(read_states())
-        if not problems or clock() >= deadline:
+        states = read_states()
+        problems = unit_problems(states)
+        if not problems or clock() >= deadline or FINAL_STATES & set(states.values()):
             return problems
         sleep(1)

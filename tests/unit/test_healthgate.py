@@ -32,7 +32,18 @@ def test_waits_for_units_until_up_or_the_timeout():
     assert healthgate.wait_for_units(lambda: next(answers), 10, clock=lambda: now[0],
                                      sleep=lambda s: now.__setitem__(0, now[0] + s)) == []
     assert now[0] == 1
-    stuck = {**ALL_UP, names.RT: "failed"}
+    stuck = {**ALL_UP, names.RT: "activating"}
     assert (healthgate.wait_for_units(lambda: stuck, 3, clock=lambda: now[0],
                                       sleep=lambda s: now.__setitem__(0, now[0] + s))
+            == [f"{names.RT} is activating"])
+    assert now[0] == 4
+
+
+def test_a_unit_that_gave_up_fails_the_gate_at_once():
+    """A boot with a broken update should not hold the A/B updater for the whole timeout."""
+    now = [0.0]
+    failed = {**ALL_UP, names.RT: "failed"}
+    assert (healthgate.wait_for_units(lambda: failed, 120, clock=lambda: now[0],
+                                      sleep=lambda s: now.__setitem__(0, now[0] + s))
             == [f"{names.RT} is failed"])
+    assert now[0] == 0

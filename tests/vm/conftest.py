@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,32 @@ def upgrade_debs(debs, tmp_path_factory):
                        stdout=subprocess.DEVNULL)
         found[f"upgrade/{target.name}"] = target
     return found
+
+@pytest.fixture(scope="session")
+def fleet_image():
+    """A robot as fleets run them: Debian's needrestart installed (its apt hook runs on every upgrade)."""
+    spec = testbed.ImageSpec(suite="trixie", packages=testbed.ImageSpec().packages + testbed.FLEET_PACKAGES,
+                             flavour="fleet")
+    return testbed.build_image(spec)
+
+
+@pytest.fixture(scope="session")
+def repositories(debs, upgrade_debs, tmp_path_factory):
+    """Two states of one signed apt repository (dev/publish-repo, one throw-away key): version N,
+    then N+1 published over it. name -> directory, for the guest's share."""
+    out = tmp_path_factory.mktemp("repos")
+    repo = Path(__file__).resolve().parents[2]
+    published = {}
+    for name, deb_dir in (("repo-1", next(iter(debs.values())).parent),
+                          ("repo-2", next(iter(upgrade_debs.values())).parent)):
+        target = out / name
+        if published:   # N+1 goes into a copy of N: same key, same database
+            shutil.copytree(published["repo-1"], target, ignore=shutil.ignore_patterns("S.*"))
+        subprocess.run([str(repo / "dev" / "publish-repo"), "--repo", str(target)], check=True,
+                       env={**os.environ, "MXRC_DEB_DIR": str(deb_dir)}, capture_output=True)
+        published[name] = target
+    return published
+
 
 @pytest.fixture(scope="session")
 def observability_image():

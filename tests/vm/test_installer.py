@@ -6,7 +6,7 @@ RT process's scheduling, and the installer's own report.
 
 import json
 import re
-
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,6 @@ from mxrc_install.ops.live import parse_show
 LIVE = ("systemctl show mxrc-rt.service mxrc-nonrt.service -p Id -p CPUAffinity -p NUMAMask "
         "-p CPUSchedulingPriority -p WatchdogUSec -p MemoryMax")
 RT_SCHED = "chrt -p $(systemctl show -p MainPID --value mxrc-rt.service)"
-INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-           "/mnt/host/files/*.deb")
 # Answers for the medium-priority questions, in the order each config script asks.
 RECONFIGURE_ANSWERS = ["auto", "60", "25", "512M", "auto", "auto", "no"]
 RECONFIGURE_MONITOR_ANSWERS = ["127.0.0.1", "9559"]
@@ -48,18 +46,54 @@ INVOCATIONS = "systemctl show -p InvocationID --value mxrc-nonrt.service mxrc-rt
 ADMIN_DROPIN = "/etc/systemd/system/mxrc-rt.service.d/60-local.conf"
 
 
+# The robot's only apt source is the fleet's signed repository (#12 item 1), as docs/fleet.md sets
+# it up; /srv/mxrc-repo is where the fleet server publishes (a link here: N, then N+1, then N again).
+SOURCES = ("rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*; "
+           "install -m 644 /mnt/host/files/repo-1/mxrc-archive-keyring.gpg /usr/share/keyrings/; "
+           "echo 'deb [signed-by=/usr/share/keyrings/mxrc-archive-keyring.gpg] "
+           "file:/srv/mxrc-repo trixie main' > /etc/apt/sources.list.d/mxrc.list")
+
+
+def publish(repo: str) -> str:
+    return f"ln -sfn /mnt/host/files/{repo} /srv/mxrc-repo && apt-get update 2>&1 | tail -3"
+
+
+# needrestart after a library that mxrc-rt maps was replaced (as an upgrade of it does): it must
+# list mxrc-rt and, even told to restart automatically, leave it running.
+NEEDRESTART = (f"{INVOCATIONS}; lib=$(readlink -f /usr/lib/x86_64-linux-gnu/libstdc++.so.6); "
+               "cp -p $lib $lib.new && mv $lib.new $lib; "
+               "needrestart -b -r l 2>&1 | grep -E '^NEEDRESTART-SVC'; echo ---; "
+               f"needrestart -r a 2>&1 | tail -12; echo ---; {INVOCATIONS}")
+
+
+def rollback_pin(version: str) -> str:
+    packages = "mxrc-systemd mxrc-monitor mxrc-reference mxrc-systemd-dev"
+    return (f"printf 'Package: {packages}\\nPin: version {version}\\nPin-Priority: 1001\\n' "
+            "> /etc/apt/preferences.d/mxrc-rollback")
+
+
+def deb_version(deb: Path) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 @pytest.fixture(scope="module")
-def two_cpus(trixie_image, guest_files, upgrade_debs):
-    """A 2-vCPU machine: too small for the spec; install, dpkg-reconfigure with new answers, upgrade."""
+def two_cpus(fleet_image, repositories, debs):
+    """A 2-vCPU robot of a fleet, too small for the spec: install from the fleet's repository,
+    dpkg-reconfigure with new answers, upgrade to N+1 from it, needrestart, roll back to N."""
     answers = "\\n".join(RECONFIGURE_ANSWERS)
     monitor_answers = "\\n".join(RECONFIGURE_MONITOR_ANSWERS)
-    files = {**guest_files, **upgrade_debs}
+    version = deb_version(debs["mxrc-systemd"])
 
     def scenario():
-        with testbed.VM(trixie_image, testbed.Machine(cpus=2, memory_mib=1536), files) as vm:
+        with testbed.VM(fleet_image, testbed.Machine(cpus=2, memory_mib=1536), repositories) as vm:
             return vm.boot([
                 ("preseed-bad", PRESEED_BAD),
-                ("install", f"{INSTALL} 2>&1"),
+                ("sources", SOURCES),
+                # Literally what a robot's integrator types (Recommends: the monitor and, without
+                # MXRC's own packages, the reference programs).
+                ("install", f"{publish('repo-1')} && DEBIAN_FRONTEND=noninteractive "
+                            "apt-get install -y mxrc-systemd 2>&1"),
                 ("installed", "dpkg -l mxrc-systemd mxrc-monitor; cat /etc/mxrc/mxrc-systemd.conf"),
                 ("start", "systemctl start mxrc.target"),
                 ("live", LIVE),
@@ -80,10 +114,17 @@ def two_cpus(trixie_image, guest_files, upgrade_debs):
                 ("before-upgrade", f"{INVOCATIONS}; echo '# site note' >> /etc/mxrc/mxrc-systemd.conf; "
                                    f"mkdir -p $(dirname {ADMIN_DROPIN}); "
                                    f"printf '[Service]\\nNice=-5\\n' > {ADMIN_DROPIN}"),
-                ("upgrade", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-                            "/mnt/host/files/upgrade/*.deb"),
+                # The fleet publishes N+1; needrestart's apt hook runs after the upgrade.
+                ("upgrade", f"{publish('repo-2')} && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y 2>&1"),
                 ("after-upgrade", f"{INVOCATIONS}; dpkg-query -W -f='${{Version}}\\n' mxrc-systemd"),
                 ("kept", f"cat /etc/mxrc/mxrc-systemd.conf; cat {ADMIN_DROPIN}; mxrc-systemd verify"),
+                ("needrestart", NEEDRESTART),
+                # N+1 was bad: the fleet publishes N again and the robot pins it.
+                ("rollback", f"{publish('repo-1')} && {rollback_pin(version)} && DEBIAN_FRONTEND="
+                             "noninteractive apt-get dist-upgrade -y --allow-downgrades 2>&1"),
+                ("after-rollback", f"{INVOCATIONS}; dpkg-query -W -f='${{Version}}\\n' mxrc-systemd "
+                                   f"mxrc-monitor; cat /etc/mxrc/mxrc-systemd.conf; cat {ADMIN_DROPIN}; "
+                                   "mxrc-systemd verify"),
             ])
     return testbed.run_scenario(scenario)
 
@@ -129,6 +170,36 @@ def test_dpkg_reconfigure_changes_the_live_units(two_cpus):
     assert "current scheduling priority: 60" in two_cpus["rt-sched-after"].output
     assert "restart mxrc.target" in two_cpus["reconfigure"].output
     assert "--listen 127.0.0.1 --port 9559" in two_cpus["monitor-after"].output
+
+
+def test_installed_from_the_signed_repository_with_its_recommends(two_cpus):
+    out = two_cpus["install"].output
+    assert two_cpus["install"].ok and "NO_PUBKEY" not in out, out
+    installed = two_cpus["installed"].output
+    for package in ("mxrc-systemd", "mxrc-monitor"):
+        assert re.search(rf"^ii\s+{package}\s", installed, re.M), installed
+    assert "mxrc-reference" in out, out   # the first alternative of Recommends: mxrc-controller
+
+
+def test_needrestart_lists_mxrc_rt_and_never_restarts_it(two_cpus):
+    out = two_cpus["needrestart"].output
+    listed, _restarted, after = out.split("---\n")
+    assert "NEEDRESTART-SVC: mxrc-rt.service" in listed, out
+    before = listed.split()[:2]
+    assert before == after.split()[:2] and all(len(i) == 32 for i in before), out
+
+
+def test_rollback_to_n_by_pinning_says_what_it_did_and_keeps_everything(two_cpus):
+    out = two_cpus["rollback"].output
+    assert two_cpus["rollback"].ok, out
+    assert "The following packages will be DOWNGRADED" in out and "mxrc-systemd" in out, out
+    before = two_cpus["before-upgrade"].output.split()
+    after = two_cpus["after-rollback"].output
+    words = after.split()
+    assert words[:2] == before[:2], after   # still the same mxrc-nonrt and mxrc-rt invocations
+    assert not words[2].endswith("+upgrade1") and words[2] == words[3], after
+    assert "# site note" in after and "priority = 60" in after and "Nice=-5" in after, after
+    assert "FAIL" not in after, after
 
 
 def test_upgrade_keeps_running_controller_config_and_admin_dropins(two_cpus):

@@ -1,14 +1,17 @@
 """The operator tools on a real systemd (issue 6): doctor, boot-time before/after, deps, jitter, SC-003.
 
-One trixie VM, booted five times like a robot being commissioned:
+One trixie VM, booted six times like a robot being commissioned:
 1. install with boot.optimize=no; time "systemctl start mxrc.target" (SC-003); doctor;
 2. a boot with the unoptimised units (recorded by mxrc-boot-time.service); switch the optimisation on;
 3. an optimised boot: boot-time compare, deps; an admin drop-in that strips the sandbox -> doctor FAILs;
 4. the same disk on a kernel command line without isolcpus -> doctor FAILs; a foreign
    `taskset -c 2 yes` is refused by the RT isolation or named by doctor, an IRQ moved onto an
    RT CPU is named by doctor (issue #10);
-5. the PREEMPT_RT kernel: jitter (cyclictest; timerlat where rtla and the tracer exist) and a
-   doctor with nothing to warn about but what this emulated machine cannot give.
+5. the PREEMPT_RT kernel: the boot health gate passes and an A/B updater's mark-good unit runs
+   (#12); jitter (cyclictest; timerlat where rtla and the tracer exist) and a doctor with nothing
+   to warn about but what this emulated machine cannot give; then a broken update (mxrc-rt cannot
+   start) is installed;
+6. that boot: the gate fails, boot-complete.target is not reached, nothing is marked good.
 
 Boots 1-3 and 5 use the kernel command line doctor recommends for RT CPUs 2-3.
 """
@@ -61,6 +64,23 @@ MOVE_IRQ = ("for d in /proc/irq/[0-9]*; do n=${d##*/}; [ \"$n\" = 0 ] && continu
             "old=$(cat $d/smp_affinity_list); echo 2 > $d/smp_affinity_list 2>/dev/null || continue; "
             "sleep 0.2; if [ \"$(cat $d/effective_affinity_list)\" = 2 ]; then echo moved_irq=$n; break; fi; "
             "echo $old > $d/smp_affinity_list; done")
+# An A/B updater's "mark this slot good" unit, as docs/fleet.md shows it for RAUC; the boot ID
+# stands in for `rauc status mark-good` (#12 item 3).
+MARK_GOOD = ("printf '%s\\n' '[Unit]' After=boot-complete.target Requires=boot-complete.target "
+             "'[Service]' Type=oneshot "
+             "\"ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id >> /var/lib/mark-good'\" "
+             "'[Install]' WantedBy=multi-user.target > /etc/systemd/system/mark-good.service && "
+             "systemctl daemon-reload && systemctl enable mark-good.service 2>&1; "
+             "systemctl is-enabled mxrc-boot-health.service")
+# What boot-complete.target came to in this boot, and why.
+GATE = ("for i in $(seq 120); do s=$(systemctl show -p ActiveState --value mxrc-boot-health.service); "
+        "[ \"$s\" = active ] || [ \"$s\" = failed ] && break; sleep 1; done; "
+        "systemctl show -p Id,ActiveState,Result mxrc-boot-health.service boot-complete.target "
+        "mark-good.service; echo marked_good=$(grep -c \"$(cat /proc/sys/kernel/random/boot_id)\" "
+        "/var/lib/mark-good 2>/dev/null); systemctl status --no-pager -l mxrc-boot-health.service | tail -8")
+# A broken update: mxrc-rt can no longer start.
+BREAK_RT = ("mkdir -p /etc/systemd/system/mxrc-rt.service.d && printf '[Service]\\nExecStart=\\n"
+            "ExecStart=/bin/false\\n' > /etc/systemd/system/mxrc-rt.service.d/broken-update.conf")
 TIMERLAT = ("grep -qw timerlat /sys/kernel/tracing/available_tracers "
             "&& echo tracer=timerlat || echo tracer=none; "
             "command -v rtla >/dev/null && echo rtla=yes || echo rtla=no; "
@@ -88,12 +108,18 @@ BOOTS = [
     (testbed.Machine(cpus=4, memory_mib=4608, append=""), [
         ("no-isolcpus", WAIT_SERVICES + "; " + DOCTOR),
         ("intruder", INTRUDER + "; " + MOVE_IRQ + "; " + DOCTOR + "; kill $pid 2>/dev/null; true"),
+        ("mark-good", MARK_GOOD),
     ]),
     (testbed.Machine(cpus=4, memory_mib=4608, kernel="rt", append=ISOLATED), [
+        ("gate-healthy", GATE),
         ("jitter", "mxrc-systemd jitter --cycles 10000 --json; echo rc=$?"),
         ("jitter-text", "mxrc-systemd jitter --cycles 1000 --load; echo rc=$?"),
         ("timerlat", TIMERLAT),
         ("doctor-rt", WAIT_SERVICES + "; " + DOCTOR),
+        ("break", BREAK_RT),
+    ]),
+    (testbed.Machine(cpus=4, memory_mib=4608, kernel="rt", append=ISOLATED), [
+        ("gate-broken", GATE),
     ]),
 ]
 
@@ -320,3 +346,25 @@ def test_postinst_records_the_baseline_boot(run):
     assert [r["label"] for r in records] == ["before"], records
     # Installed after this boot started: nothing of MXRC ran at boot yet.
     assert records[0]["ready_seconds"] is None and records[0]["userspace_seconds"] > 0
+
+
+def gate(output: str) -> dict:
+    return {u["Id"]: u for u in parse_show(output) if "Id" in u}
+
+
+def test_a_healthy_boot_reaches_boot_complete_and_is_marked_good(run):
+    out = run["gate-healthy"].output
+    units = gate(out)
+    assert units["mxrc-boot-health.service"]["ActiveState"] == "active", out
+    assert units["boot-complete.target"]["ActiveState"] == "active", out
+    assert units["mark-good.service"]["Result"] == "success" and "marked_good=1" in out, out
+    assert "the controller is healthy: boot good" in out, out
+
+
+def test_a_broken_update_is_not_marked_good_and_says_why(run):
+    out = run["gate-broken"].output
+    units = gate(out)
+    assert units["mxrc-boot-health.service"]["ActiveState"] == "failed", out
+    assert units["boot-complete.target"]["ActiveState"] != "active", out
+    assert "marked_good=0" in out, out
+    assert "mxrc-rt.service is failed" in out and "FAILED: this boot is not marked good" in out, out

@@ -64,6 +64,10 @@ AUTOPKGTEST_PACKAGES = ("autopkgtest", "dpkg-dev")
 # a real Prometheus server and node_exporter's systemd collector.
 OBSERVABILITY_PACKAGES = ("prometheus", "prometheus-node-exporter")
 
+# A fleet's robot: Debian's needrestart, whose apt hook runs after every upgrade
+# (#12: it must never restart an MXRC unit).
+FLEET_PACKAGES = ("needrestart",)
+
 # Things a robot image would not carry: documentation, man pages, locales.
 PATH_EXCLUDES = (
     "/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*",
@@ -447,7 +451,10 @@ class VM:
         (self.share / "files").mkdir(parents=True)
         for name, path in (files or {}).items():
             (self.share / "files" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, self.share / "files" / name)
+            if Path(path).is_dir():
+                shutil.copytree(path, self.share / "files" / name, ignore=shutil.ignore_patterns("S.*"))
+            else:
+                shutil.copy(path, self.share / "files" / name)
         for helper in ("boot.sh", "steps.py"):
             shutil.copy(GUEST_DIR / helper, self.share / helper)
         self.disk = Path(self._tmp.name) / "disk.qcow2"
