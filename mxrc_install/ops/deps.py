@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mxrc_install import names
+from mxrc_install import names, unitfile
 
 from mxrc_install.pipeline import unitgraph
 
@@ -29,10 +29,9 @@ class Analysis:
 def _default_dependencies(root, unit) -> bool:
     value = True
     for path in unitgraph.unit_files(root, unit):
-        for line in (root.read_text(path) or "").splitlines():
-            key, _, v = line.strip().partition("=")
-            if key.strip() == "DefaultDependencies":
-                value = v.strip().lower() not in ("no", "false", "0", "off")
+        for a in unitfile.assignments(root.read_text(path) or ""):
+            if a.section == "Unit" and a.key == "DefaultDependencies":
+                value = a.value.lower() not in ("no", "false", "0", "off")
     return value
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import re
 
-from mxrc_install import findings, names
+from mxrc_install import findings, names, unitfile
 from mxrc_install.findings import Status
 
 from mxrc_install.pipeline import plan
@@ -251,15 +251,5 @@ def parse_exposure(text: str) -> float | None:
 
 def parse_journald_config(text: str) -> dict:
     """Effective [Journal] settings from `systemd-analyze cat-config systemd/journald.conf`: last wins."""
-    settings, section = {}, None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            section = line
-            continue
-        if section == "[Journal]" and "=" in line:
-            key, _, value = line.partition("=")
-            settings[key.strip()] = value.strip()
+    settings = {a.key: a.value for a in unitfile.assignments(text) if a.section == "Journal"}
     return {k: v for k, v in settings.items() if v}

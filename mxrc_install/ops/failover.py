@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from mxrc_install.showparse import parse_one
+
 log = logging.getLogger(__name__)
 
 HOOK_DIR = Path("/etc/mxrc/failover.d")
@@ -52,16 +54,6 @@ class FailureEvent:
                 f"{self.sub_state}: {kind}")
 
 
-def parse_show(text: str) -> dict[str, str]:
-    """Parse `systemctl show -p A -p B` output (KEY=value lines)."""
-    props = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            props[key] = value
-    return props
-
-
 def event_from(unit: str, env: dict[str, str], props: dict[str, str], now: float) -> FailureEvent:
     try:
         restarts = int(props.get("NRestarts", "0"))
@@ -86,7 +78,7 @@ def read_unit_state(unit: str) -> dict[str, str]:
     if proc.returncode != 0:
         log.warning("cannot read the state of %s: %s", unit, proc.stderr.strip())
         return {}
-    return parse_show(proc.stdout)
+    return parse_one(proc.stdout)
 
 
 def settle(read, clock=time.monotonic, sleep=time.sleep) -> dict[str, str]:

@@ -15,6 +15,7 @@ import urllib.request
 from mxrc_install.ops import boottime, doctor
 
 from mxrc_install import names
+from mxrc_install.showparse import parse_one, parse_show
 
 from mxrc_install.pipeline import plan
 
@@ -26,22 +27,6 @@ POLICIES = {os.SCHED_OTHER: "other", os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr",
 
 def _run(*cmd: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True).stdout
-
-
-def parse_show(text: str) -> list[dict]:
-    """`systemctl show` output for several units: one dict per unit (blank-line separated)."""
-    units, current = [], {}
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                units.append(current)
-            current = {}
-            continue
-        key, _, value = line.partition("=")
-        current[key] = value
-    if current:
-        units.append(current)
-    return units
 
 
 def show(units, properties) -> dict:
@@ -101,8 +86,8 @@ def gather(placement: plan.Placement) -> doctor.LiveState:
 def boot_record(root, label: str, optimized: bool):
     """This boot's record, read from systemd now."""
     units = show([*names.SERVICES, boottime.BASIC_TARGET], boottime.UNIT_PROPERTIES)
-    manager = parse_show(_run("systemctl", "show", "-p", ",".join(boottime.MANAGER_PROPERTIES)))
-    measured = boottime.measure(units, manager[0] if manager else {}, units[boottime.BASIC_TARGET])
+    manager = parse_one(_run("systemctl", "show", "-p", ",".join(boottime.MANAGER_PROPERTIES)))
+    measured = boottime.measure(units, manager, units[boottime.BASIC_TARGET])
     boot_id = (root.read_text("/proc/sys/kernel/random/boot_id") or "unknown").strip()
     return boottime.BootRecord(boot_id=boot_id, label=label, optimized=optimized,
                                recorded_at=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

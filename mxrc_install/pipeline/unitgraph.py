@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mxrc_install import names
+from mxrc_install import names, unitfile
 from mxrc_install.sysroot import SysRoot
 
 MXRC_UNITS = (names.TARGET, *names.SERVICES, names.HARDWARE_CHECK)
@@ -53,22 +53,13 @@ def unit_files(root: SysRoot, unit: str) -> list[str]:
 def parse_unit_section(text: str, path: str) -> dict[str, list[tuple[str, str]]]:
     """[Unit] dependency keys -> [(unit name, file:line)], an empty assignment clearing the list."""
     found: dict[str, list[tuple[str, str]]] = {}
-    section = None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
+    for a in unitfile.assignments(text):
+        if a.section != "Unit" or a.key not in REQUIREMENT_KEYS + ORDERING_KEYS:
             continue
-        if line.startswith("["):
-            section = line.strip("[]")
+        if not a.value:
+            found[a.key] = [("", f"{path}:{a.line}")]  # reset marker
             continue
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if section != "Unit" or not sep or key not in REQUIREMENT_KEYS + ORDERING_KEYS:
-            continue
-        if not value.strip():
-            found[key] = [("", f"{path}:{number}")]  # reset marker
-            continue
-        found.setdefault(key, []).extend((name, f"{path}:{number}") for name in value.split())
+        found.setdefault(a.key, []).extend((name, f"{path}:{a.line}") for name in a.value.split())
     return found
 
 

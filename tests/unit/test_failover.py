@@ -3,12 +3,15 @@ import json
 import pytest
 
 from mxrc_install.ops import failover
+from mxrc_install.showparse import parse_one, parse_show
 
 SHOW = "ActiveState=failed\nSubState=failed\nResult=watchdog\nNRestarts=5\n"
 
 
 def test_parse_show_keeps_values_with_equals():
-    assert failover.parse_show("A=b=c\nNoEquals\nN=1") == {"A": "b=c", "N": "1"}
+    assert parse_one("A=b=c\nNoEquals\nN=1") == {"A": "b=c", "N": "1"}
+    assert parse_show("Id=a\nX=1\n\nId=b\n") == [{"Id": "a", "X": "1"}, {"Id": "b"}]
+    assert parse_one("") == {} and parse_show("\n\n") == []
 
 
 @pytest.mark.parametrize("active,sub,final", [
@@ -26,7 +29,7 @@ def test_final_only_when_systemd_gave_up(active, sub, final):
 def test_event_prefers_monitor_environment():
     env = {"MONITOR_SERVICE_RESULT": "oom-kill", "MONITOR_EXIT_CODE": "killed",
            "MONITOR_EXIT_STATUS": "KILL", "MONITOR_INVOCATION_ID": "abc"}
-    event = failover.event_from("mxrc-rt.service", env, failover.parse_show(SHOW), 1.5)
+    event = failover.event_from("mxrc-rt.service", env, parse_one(SHOW), 1.5)
     assert (event.result, event.exit_code, event.exit_status, event.restarts) == \
         ("oom-kill", "killed", "KILL", 5)
     assert "oom-kill" in event.summary() and "final" in event.summary()
@@ -38,7 +41,7 @@ def test_event_falls_back_to_unit_result_and_tolerates_garbage():
 
 
 def test_record_appends_json_lines(tmp_path):
-    event = failover.event_from("mxrc-rt.service", {}, failover.parse_show(SHOW), 2.0)
+    event = failover.event_from("mxrc-rt.service", {}, parse_one(SHOW), 2.0)
     failover.record(event, tmp_path / "state")
     path = failover.record(event, tmp_path / "state")
     lines = [json.loads(line) for line in path.read_text().splitlines()]

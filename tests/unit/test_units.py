@@ -4,24 +4,16 @@ import configparser
 
 import pytest
 
+from mxrc_install import unitfile
+
 UNITS = ["mxrc-rt.service", "mxrc-nonrt.service", "mxrc-monitor.service", "mxrc.target",
          "mxrc-systemd-hardware.service", "mxrc-boot-time.service", "mxrc-failover@.service"]
 SERVICES = [u for u in UNITS if u.endswith(".service")]
 
 
 def load(repo, name):
-    """A unit as {section: {key: [values...]}}: systemd keys repeat, so keep them all."""
-    sections, current = {}, None
-    for raw in (repo / "units" / name).read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            current = sections.setdefault(line.strip("[]"), {})
-            continue
-        key, _, value = line.partition("=")
-        current.setdefault(key.strip(), []).append(value.strip())
-    return sections
+    """A unit as {section: {key: [values...]}}, read as the package reads unit files."""
+    return unitfile.sections((repo / "units" / name).read_text())
 
 
 LIST_KEYS = {"After", "Before", "Requires", "Wants", "Conflicts"}

@@ -12,7 +12,7 @@ import pytest
 import testbed
 from scenarios import AUTOPKGTEST, INSTALL, NO_CONTROLLER, PURGE, SERVICES
 
-from mxrc_install.ops.live import parse_show
+from mxrc_install.showparse import parse_show
 
 RT_MACHINE = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
 

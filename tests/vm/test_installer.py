@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import testbed
-from mxrc_install.ops.live import parse_show
+from mxrc_install.showparse import parse_show
 
 LIVE = ("systemctl show mxrc-rt.service mxrc-nonrt.service -p Id -p CPUAffinity -p NUMAMask "
         "-p CPUSchedulingPriority -p WatchdogUSec -p MemoryMax")

@@ -22,7 +22,7 @@ import re
 import pytest
 import testbed
 
-from mxrc_install.ops.live import parse_show
+from mxrc_install.showparse import parse_show
 
 INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/host/files/*.deb"
            " >/dev/null && mxrc-systemd config boot.optimize=no >/dev/null && mxrc-systemd apply >/dev/null; "
