@@ -35,10 +35,11 @@ class CommandFailed(UserError):
     pass
 
 
-def run(argv, *, timeout: float | None = None, check: bool = False) -> Completed:
+def run(argv, *, timeout: float | None = None, check: bool = False, cwd=None) -> Completed:
     argv = tuple(str(a) for a in argv)
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              cwd=cwd)
         result = Completed(argv, proc.returncode, proc.stdout, proc.stderr)
     except FileNotFoundError:
         result = Completed(argv, NOT_FOUND, "", f"{argv[0]}: command not found")

@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mxrc_install import process
 from mxrc_install.showparse import parse_one
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,11 @@ def event_from(unit: str, env: dict[str, str], props: dict[str, str], now: float
 
 def read_unit_state(unit: str) -> dict[str, str]:
     args = ["systemctl", "show", unit] + [f"--property={p}" for p in SHOW_PROPERTIES]
-    proc = subprocess.run(args, capture_output=True, text=True)
-    if proc.returncode != 0:
-        log.warning("cannot read the state of %s: %s", unit, proc.stderr.strip())
+    done = process.run(args)
+    if not done.ok:
+        log.warning("cannot read the state of %s: %s", unit, done.failure())
         return {}
-    return parse_one(proc.stdout)
+    return parse_one(done.stdout)
 
 
 def settle(read, clock=time.monotonic, sleep=time.sleep) -> dict[str, str]:

@@ -13,12 +13,11 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
 
-from mxrc_install import names
+from mxrc_install import names, process
 from mxrc_install.pipeline import plan
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.exits import UserError
@@ -201,12 +200,12 @@ def load_running(p: plan.Placement, online_cpus: int):
     def running(wanted: bool):
         load_unit = f"mxrc-jitter-load-{os.getpid()}"
         if wanted:
-            subprocess.run(load_command(p, load_unit, online_cpus), check=True)
+            process.run(load_command(p, load_unit, online_cpus), check=True)
         try:
             yield
         finally:
             if wanted:
-                subprocess.run(["systemctl", "stop", f"{load_unit}.service"], capture_output=True)
+                process.run(["systemctl", "stop", f"{load_unit}.service"])
     return running
 
 
@@ -219,11 +218,10 @@ def run(p: plan.Placement, cycles: int, load: bool, preempt_rt: bool | None,
     with load_running(p, online_cpus)(load):
         ticker.start()
         try:
-            proc = subprocess.run(command(p, cycles, f"mxrc-jitter-{os.getpid()}"), capture_output=True,
-                                  text=True)
+            proc = process.run(command(p, cycles, f"mxrc-jitter-{os.getpid()}"))
         finally:
             stop.set()
             ticker.join()
-    if proc.returncode != 0:
-        raise JitterError(f"cyclictest failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    if not proc.ok:
+        raise JitterError(f"cyclictest failed (exit {proc.rc}): {proc.stderr.strip()[-500:]}")
     return result_from(parse_cyclictest(proc.stdout + proc.stderr), p, load, preempt_rt)

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import subprocess
 import urllib.error
 import urllib.request
 
+from mxrc_install import names, process
 from mxrc_install.ops import boottime, doctor
-
-from mxrc_install import names
-from mxrc_install.showparse import parse_one, parse_show
-
 from mxrc_install.pipeline import plan
+from mxrc_install.showparse import parse_one, parse_show
 
 SHOW_PROPERTIES = sorted({"LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
                           "DropInPaths"} | doctor.PROPERTY_NAMES)
@@ -26,7 +23,7 @@ POLICIES = {os.SCHED_OTHER: "other", os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr",
 
 
 def _run(*cmd: str) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True).stdout
+    return process.run(cmd).stdout
 
 
 def show(units, properties) -> dict:

@@ -14,10 +14,10 @@ import dataclasses
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
+from mxrc_install import process
 from mxrc_install.cpulist import format_cpulist
 from mxrc_install.ops.jitter import SC001_MAX_US, JitterError
 from mxrc_install.pipeline import plan
@@ -248,13 +248,13 @@ def run(root: SysRoot, p: plan.Placement, cycles: int, load: bool, load_run) -> 
     rtla = shutil.which("rtla")
     require_timerlat(root, rtla)
     seconds = max(1, -(-cycles // 1000))
-    help_text = subprocess.run([rtla, "timerlat", "top", "--help"], capture_output=True, text=True)
+    help_text = process.run([rtla, "timerlat", "top", "--help"])
     workdir = Path(tempfile.mkdtemp(prefix="mxrc-timerlat-"))
     with load_run(load):
-        proc = subprocess.run(command(p, seconds, known_options(help_text.stdout + help_text.stderr)),
-                              capture_output=True, text=True, cwd=workdir)
+        options = known_options(help_text.stdout + help_text.stderr)
+        proc = process.run(command(p, seconds, options), cwd=workdir)
     trace = workdir / TRACE_FILE
     output = proc.stdout + proc.stderr
-    if proc.returncode not in (0, 2) and not parse_top(output)[1]:
-        raise JitterError(f"rtla timerlat failed (exit {proc.returncode}): {output.strip()[-500:]}")
+    if proc.rc not in (0, 2) and not parse_top(output)[1]:
+        raise JitterError(f"rtla timerlat failed (exit {proc.rc}): {output.strip()[-500:]}")
     return result_from(output, p, seconds, load, str(trace) if trace.exists() else None)

@@ -15,10 +15,10 @@ import json
 import logging
 import os
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
+from mxrc_install import process
 from mxrc_install.pipeline import paths
 from mxrc_install.pipeline.paths import STATE_DIR, UnsafePath
 from mxrc_install.sysroot import SysRoot
@@ -260,5 +260,5 @@ def recorded_hardware(root: SysRoot) -> dict | None:
 def daemon_reload(root: SysRoot) -> None:
     """Only on the live system with systemd running: never for an image or chroot."""
     if root.systemd_running():
-        subprocess.run(["systemctl", "daemon-reload"], check=True)
+        process.run(["systemctl", "daemon-reload"], check=True)
         log.info("systemctl daemon-reload")
