@@ -44,6 +44,7 @@ BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "udev", "kmod", "initramfs-tools",
     "linux-image-amd64", "linux-image-rt-amd64", "zstd",
     "procps", "iproute2", "python3", "rt-tests", "numactl",
+    "rtla",   # `mxrc-systemd jitter --tool timerlat` measures for real (#10)
 )
 
 # Runtime dependencies of the packages under test: the guest has no network,
