@@ -1,7 +1,9 @@
-"""The kernel's cpulist format: "0-3,8,10-15:2/4", "N" for the last CPU.
+"""The kernel's two ways of naming a set of CPUs.
 
-Used by sysfs (cpu/online, node*/cpulist) and by kernel parameters
-(isolcpus=, nohz_full=, rcu_nocbs=, irqaffinity=).
+The cpulist ("0-3,8,10-15:2/4", "N" for the last CPU), used by sysfs
+(cpu/online, node*/cpulist) and by kernel parameters (isolcpus=, nohz_full=,
+rcu_nocbs=, irqaffinity=); and the hex bitmap ("00000000,0000000f"), used by
+/proc/irq/*/smp_affinity, default_smp_affinity and the workqueue cpumask.
 """
 
 from __future__ import annotations
@@ -87,3 +89,26 @@ def format_cpulist(cpus) -> str:
 
 def _run(run: list[int]) -> str:
     return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+
+
+def format_mask(cpus) -> str:
+    """The kernel's bitmap format: hex words of 32 CPUs, comma-separated, most significant first."""
+    bits = sum(1 << c for c in cpus)
+    words = []
+    while True:
+        words.append(f"{bits & 0xffffffff:08x}")
+        bits >>= 32
+        if not bits:
+            break
+    return ",".join(reversed(words))
+
+
+def parse_mask(text: str | None) -> frozenset | None:
+    """A kernel hex CPU mask ("00000000,0000000f") as a CPU set; None when unreadable."""
+    if text is None:
+        return None
+    digits = text.strip().replace(",", "")
+    if not digits or not re.fullmatch(r"[0-9a-fA-F]+", digits):
+        return None
+    value = int(digits, 16)
+    return frozenset(i for i in range(value.bit_length()) if value >> i & 1)

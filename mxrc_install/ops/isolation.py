@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from mxrc_install import names
-from mxrc_install.cpulist import format_cpulist
+from mxrc_install.cpulist import format_cpulist, format_mask
 from mxrc_install.ops.doctor import FAIL, PASS, WARN, Check
 from mxrc_install.ops.isolation_facts import IsolationFacts, Task
 from mxrc_install.pipeline import plan
@@ -37,10 +37,6 @@ def breach(mode: str) -> str:
 
 def cpus(s) -> str:
     return format_cpulist(s) if s else "none"
-
-
-def hexmask(s) -> str:
-    return format(sum(1 << c for c in s), "x")
 
 
 def _listed(items: list[str]) -> str:
@@ -239,7 +235,8 @@ def check_irq_default(f: IsolationFacts, p: plan.Placement, mode: str) -> list[C
         return [Check("isolation:irq-default", PASS, f"new IRQs start on CPUs {cpus(d)}", spec=SPEC)]
     return [Check("isolation:irq-default", FAIL,
                   f"new IRQs start on CPUs {cpus(d)}, RT CPUs {cpus(d & p.rt_cpus)} included",
-                  f"{APPLY}; by hand: echo {hexmask(p.nonrt_cpus)} > /proc/irq/default_smp_affinity", SPEC)]
+                  f"{APPLY}; by hand: echo {format_mask(p.nonrt_cpus)} > /proc/irq/default_smp_affinity",
+                  SPEC)]
 
 
 def check_irqbalance(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
@@ -270,7 +267,7 @@ def check_workqueue(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Che
         return [Check("isolation:workqueue", PASS, f"unbound workqueues run on CPUs {cpus(m)}", spec=SPEC)]
     return [Check("isolation:workqueue", FAIL,
                   f"unbound workqueues may run on the RT CPUs {cpus(m & p.rt_cpus)} "
-                  f"(cpumask {cpus(m)})", f"{APPLY}; by hand: echo {hexmask(p.nonrt_cpus)} > "
+                  f"(cpumask {cpus(m)})", f"{APPLY}; by hand: echo {format_mask(p.nonrt_cpus)} > "
                   "/sys/devices/virtual/workqueue/cpumask", SPEC)]
 
 

@@ -9,10 +9,9 @@ unit tests describe a machine as a fake sysroot tree.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from mxrc_install import names
-from mxrc_install.cpulist import CpuListError, parse_cpulist
+from mxrc_install.cpulist import CpuListError, parse_cpulist, parse_mask
 from mxrc_install.pipeline.cmdline import KernelCmdline, parse_cmdline
 from mxrc_install.pipeline.render import FOREIGN_SLICES, IRQBALANCE, dropin_path
 
@@ -108,17 +107,6 @@ class IsolationFacts:
     fair_server_ns: dict | None         # cpu -> runtime ns per period; None: debugfs not readable
     rt_group_sched: bool | None
     locked_kb: dict                     # pid -> VmLck in kB, for mxrc-rt's processes
-
-
-def parse_mask(text: str | None) -> frozenset | None:
-    """A kernel hex CPU mask ("00000000,0000000f") as a CPU set."""
-    if text is None:
-        return None
-    digits = text.strip().replace(",", "")
-    if not digits or not re.fullmatch(r"[0-9a-fA-F]+", digits):
-        return None
-    value = int(digits, 16)
-    return frozenset(i for i in range(value.bit_length()) if value >> i & 1)
 
 
 def _cpulist(text: str | None) -> frozenset | None:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 
-from mxrc_install.cpulist import CpuListError, format_cpulist, parse_cpulist
+from mxrc_install.cpulist import CpuListError, format_cpulist, format_mask, parse_cpulist
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,6 @@ class Setting:
     what: str   # for the report: "workqueues", "irq 24", "idle cpu2", ...
 
 
-def hexmask(cpus) -> str:
-    """The kernel's bitmap format: hex words of 32 CPUs, comma-separated, most significant first."""
-    bits = sum(1 << c for c in cpus)
-    words = []
-    while True:
-        words.append(f"{bits & 0xffffffff:08x}")
-        bits >>= 32
-        if not bits:
-            break
-    return ",".join(reversed(words))
-
-
 def _current_cpus(root: SysRoot, path: str) -> frozenset[int] | None:
     try:
         return parse_cpulist((root.read_text(path) or "").strip())
@@ -62,9 +50,9 @@ def settings_for(root: SysRoot, rt: frozenset[int], housekeeping: frozenset[int]
     """What to write for this plan, from what the kernel shows now (pure but for reads)."""
     out = []
     if root.exists(WORKQUEUE_MASK):
-        out.append(Setting(WORKQUEUE_MASK, hexmask(housekeeping), "unbound workqueues"))
+        out.append(Setting(WORKQUEUE_MASK, format_mask(housekeeping), "unbound workqueues"))
     if root.exists(DEFAULT_IRQ_MASK):
-        out.append(Setting(DEFAULT_IRQ_MASK, hexmask(housekeeping), "new interrupts"))
+        out.append(Setting(DEFAULT_IRQ_MASK, format_mask(housekeeping), "new interrupts"))
     for path in root.glob("/proc/irq/[0-9]*/smp_affinity_list"):
         current = _current_cpus(root, path)
         if current and current & rt:

@@ -9,6 +9,7 @@ from isolation_sysroots import (FULL_CMDLINE, RT_CGROUP, robot, write_cpuset, wr
                                 write_kthread, write_task)
 from sysroots import write
 
+from mxrc_install.cpulist import parse_mask
 from mxrc_install.ops import isolation, isolation_facts, operations
 from mxrc_install.ops.doctor import FAIL, PASS, WARN
 from mxrc_install.pipeline.commands import current_plan
@@ -142,7 +143,7 @@ def test_default_irq_affinity_on_rt_cpus_fails_with_the_hex_mask_to_write(tmp_pa
     root = robot(tmp_path)
     write(root, "/proc/irq/default_smp_affinity", "f\n")
     check = checks_of(root, "isolation:irq-default")
-    assert check.status == FAIL and "echo 3 > /proc/irq/default_smp_affinity" in check.fix
+    assert check.status == FAIL and "echo 00000003 > /proc/irq/default_smp_affinity" in check.fix
 
 
 @pytest.mark.parametrize("files, status", [
@@ -220,7 +221,7 @@ def test_workqueue_cpumask_on_rt_cpus_fails(tmp_path):
     write(root, "/sys/devices/virtual/workqueue/cpumask", "0000000f\n")
     check = checks_of(root, "isolation:workqueue")
     assert check.status == FAIL and "RT CPUs 2-3 (cpumask 0-3)" in check.evidence
-    assert "echo 3 > /sys/devices/virtual/workqueue/cpumask" in check.fix
+    assert "echo 00000003 > /sys/devices/virtual/workqueue/cpumask" in check.fix
 
 
 def test_rt_cpus_without_a_resume_latency_limit_may_sleep_deeply(tmp_path):
@@ -326,7 +327,7 @@ def test_a_machine_whose_rt_cpus_are_all_cpus_has_nothing_to_isolate(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     ("00000000,0000000f\n", {0, 1, 2, 3}), ("3", {0, 1}), ("", None), ("zz", None), (None, None)])
 def test_parse_mask(text, expected):
-    assert isolation_facts.parse_mask(text) == (None if expected is None else frozenset(expected))
+    assert parse_mask(text) == (None if expected is None else frozenset(expected))
 
 
 def test_parse_stat_survives_a_comm_with_spaces_and_parentheses():

@@ -8,6 +8,7 @@ import pytest
 from sysroots import Hardware, build, write
 
 from mxrc_install import cli, names
+from mxrc_install.cpulist import format_mask
 from mxrc_install.pipeline import activate, isolate, plan, probe, render
 from mxrc_install.pipeline.config import Config
 from mxrc_install.pipeline.report import dropin_path
@@ -71,8 +72,8 @@ def test_grub_mkconfig_would_see_the_admins_and_our_parameters(tmp_path):
 
 
 def test_hexmask_is_the_kernels_bitmap_format():
-    assert isolate.hexmask({0, 1}) == "00000003"
-    assert isolate.hexmask({0, 33}) == "00000002,00000001"
+    assert format_mask({0, 1}) == "00000003"
+    assert format_mask({0, 33}) == "00000002,00000001"
 
 
 def kernel(root, irqs=None, kthreads=None):
