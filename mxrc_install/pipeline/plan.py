@@ -8,6 +8,8 @@ tuned profile.
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 
 from mxrc_install import findings
 from mxrc_install.findings import Severity
@@ -63,13 +65,19 @@ class Placement:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     placement: Placement
-    dropins: dict  # unit -> drop-in text
+    dropins: Mapping[str, str]  # unit -> drop-in text
     findings: tuple[Finding, ...]
-    files: dict = dataclasses.field(default_factory=dict)  # path -> text of the other owned files
+    # path -> text of the other owned files
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        # Read-only views: a plan is data that apply and verify compare, never edit.
+        object.__setattr__(self, "dropins", types.MappingProxyType(dict(self.dropins)))
+        object.__setattr__(self, "files", types.MappingProxyType(dict(self.files)))
 
     def owned_files(self) -> dict:
         """path -> text of every file apply owns for this plan: the drop-ins and the others."""
-        return {render.dropin_path(unit): text for unit, text in self.dropins.items()} | self.files
+        return {**{render.dropin_path(unit): text for unit, text in self.dropins.items()}, **self.files}
 
     @property
     def worst(self) -> str | None:
