@@ -116,15 +116,21 @@ def check_rt_cpuset(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Che
     out = [Check("isolation:rt-cpuset", PASS, f"{cg.path}: cpuset.cpus.effective {cpus(cg.effective)}",
                  spec=SPEC)]
     if mode == AUTO:
-        out += check_partition(cg.path, cg.partition)
+        out += check_partition(cg.path, cg.partition, booted_isolated=rt <= f.sys_isolated)
     return out
 
 
-def check_partition(path: str, partition: str | None) -> list[Check]:
+def check_partition(path: str, partition: str | None, booted_isolated: bool = False) -> list[Check]:
     if partition == "isolated":
         return [Check("isolation:rt-partition", PASS,
                       f"{path}: cpuset partition isolated (no load balancing, "
                       "no other cgroup on these CPUs)", spec=SPEC)]
+    if booted_isolated and path == names.RT_SLICE:
+        # isolcpus=domain took the RT CPUs out of load balancing at boot; the kernel then refuses
+        # an isolated partition of them ("conflicts with housekeeping setup"), and needs none.
+        return [Check("isolation:rt-partition", PASS,
+                      "the RT CPUs have no scheduler domain since boot (isolcpus=domain): no load "
+                      f"balancing; {path} partition {partition or 'not set'!r} adds nothing", spec=SPEC)]
     if path != names.RT_SLICE:
         return [Check("isolation:rt-partition", FAIL,
                       f"mxrc-rt runs in {path}, not in its own {names.RT_SLICE}",

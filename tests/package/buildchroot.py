@@ -102,7 +102,7 @@ def default_spec() -> ChrootSpec:
     return ChrootSpec(packages=packages, mirror=host_mirror())
 
 
-def test_spec() -> ChrootSpec:
+def autopkgtest_spec() -> ChrootSpec:
     """The chroot the autopkgtests run in: autopkgtest's null runner and every dependency."""
     # dpkg-dev: autopkgtest reads an unbuilt source tree with it.
     packages = ("autopkgtest", "dpkg-dev", *runtime_depends(REPO / "debian" / "control",
@@ -161,4 +161,4 @@ def run(root: Path, script: str, timeout: int = 1800) -> subprocess.CompletedPro
 if __name__ == "__main__":
     if sys.argv[1:] not in (["build"], ["build", "--tests"]):
         sys.exit("usage: buildchroot.py build [--tests]")
-    print(ensure(test_spec() if "--tests" in sys.argv else None))
+    print(ensure(autopkgtest_spec() if "--tests" in sys.argv else None))

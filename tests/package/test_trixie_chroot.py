@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from buildchroot import CROSS_ARCH, REPO, ensure, run, test_spec
+from buildchroot import CROSS_ARCH, REPO, ensure, run, autopkgtest_spec
 
 EM_AARCH64 = 183
 
@@ -46,7 +46,7 @@ def overlay(tmp_path_factory):
     """A throwaway copy-on-write view of the test chroot, with /proc (apt, autopkgtest and the
     postinst read it); unmounted and dropped afterwards, the cached chroot never changes."""
     require_chroots()
-    lower = ensure(test_spec())
+    lower = ensure(autopkgtest_spec())
     base = tmp_path_factory.mktemp("overlay")
     upper, work, merged = base / "upper", base / "work", base / "root"
     for d in (upper, work, merged):

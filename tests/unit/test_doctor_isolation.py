@@ -197,9 +197,20 @@ def test_rt_cgroup_wider_than_the_rt_cpus_fails(tmp_path):
 
 def test_an_invalid_partition_warns_with_the_kernels_reason(tmp_path):
     root = robot(tmp_path)
+    write(root, "/sys/devices/system/cpu/isolated", "\n")   # no isolcpus=: only the partition isolates
     write_cpuset(root, "mxrc.slice", {2, 3}, "isolated invalid (Cpu list in cpuset.cpus not exclusive)")
     check = checks_of(root, "isolation:rt-partition")
     assert check.status == WARN and "not exclusive" in check.evidence
+
+
+def test_a_partition_refused_because_isolcpus_already_isolates_passes(tmp_path):
+    """Seen on kernel 6.12 with isolcpus=managed_irq,domain,2-3: the kernel refuses the isolated
+    partition ("conflicts with housekeeping setup"); the CPUs are out of load balancing anyway."""
+    root = robot(tmp_path)
+    write_cpuset(root, "mxrc.slice", {2, 3},
+                 "isolated invalid (partition config conflicts with housekeeping setup)")
+    check = checks_of(root, "isolation:rt-partition")
+    assert check.status == PASS and "isolcpus=domain" in check.evidence
 
 
 def test_mxrc_rt_outside_its_slice_fails_in_auto_only(tmp_path):

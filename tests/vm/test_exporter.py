@@ -79,16 +79,17 @@ STEPS = [
     ("react",
      f"{PROBE} react mxrc-nonrt.service; sleep 8; systemctl is-active mxrc-nonrt.service mxrc-rt.service"),
     # US5-2: a forced watchdog timeout of mxrc-rt, as Prometheus sees it.
-    ("watchdog", "drill mxrc-rt.service WatchdogSec=3s Environment=MXRC_FAULT=hang:6 "
-                 # the timer, not the stall trigger (1 s): "before" is read 3 s in
+    ("watchdog", "drill mxrc-rt.service WatchdogSec=10s Environment=MXRC_FAULT=hang:6 "
+                 # the timer, not the stall trigger (1 s); 10 s, not 3: a slow emulated start must
+                 # not miss its first ping, and "before" is read long before the kill (~16 s in)
                  "Environment=MXRC_STALL_BUDGET_MS=0; "
-                 "systemctl restart mxrc-rt.service; "
+                 "systemctl restart mxrc-rt.service; old=$(prop mxrc-rt.service InvocationID); "
                  # only this invocation hangs: the one the watchdog restarts must not be killed again
                  # before "after" is read (a slow machine saw 2 kills)
-                 "rm -r /run/systemd/system/mxrc-rt.service.d; systemctl daemon-reload; sleep 3; "
+                 "rm -r /run/systemd/system/mxrc-rt.service.d; systemctl daemon-reload; sleep 2; "
                  f"echo before=$({PROBE} query '{RESTARTS}'); "
                  f"echo before_wd=$({PROBE} query '{WATCHDOG_KILLS}'); "
-                 "old=$(prop mxrc-rt.service InvocationID); wait_new_invocation mxrc-rt.service $old 90; "
+                 "wait_new_invocation mxrc-rt.service $old 120; "
                  "echo waited=$?; sleep 4; "
                  f"echo after=$({PROBE} query '{RESTARTS}'); "
                  f"echo after_wd=$({PROBE} query '{WATCHDOG_KILLS}'); "

@@ -202,13 +202,14 @@ def rt_intrusion(cpu):
                         "-p", f"AllowedCPUs={cpu}", "sh", "-c", f"exec taskset -c {cpu} yes >/dev/null"],
                        check=True)
     # The task scan paces itself (at most every 50x its duration): poll rather than sleep a guess.
-    during_foreign = wait_value("mxrc_rt_cpu_foreign_tasks", lambda v: v > before_foreign, cpu=cpu)
+    during_foreign = wait_value("mxrc_rt_cpu_foreign_tasks", lambda v: v > before_foreign, 120.0, cpu=cpu)
     if refused:
         subprocess.run(["systemctl", "stop", "mxrc-intruder.service"], check=False)
     else:
         yes.kill()
         yes.wait()
-    after_foreign = wait_value("mxrc_rt_cpu_foreign_tasks", lambda v: v < during_foreign, cpu=cpu)
+    # The scan's pace follows its cost: on a busy emulated machine one scan may take a second or more.
+    after_foreign = wait_value("mxrc_rt_cpu_foreign_tasks", lambda v: v < during_foreign, 120.0, cpu=cpu)
     print(f"taskset_refused={int(refused)} foreign_before={before_foreign:.0f} "
           f"foreign_during={during_foreign:.0f} foreign_after={after_foreign:.0f}")
     irq = movable_irq(cpu)
