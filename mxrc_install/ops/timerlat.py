@@ -176,7 +176,9 @@ def parse_analysis(text: str) -> tuple:
         if m:
             label, us = m.group("label"), float(m.group("us"))
             pct = float(m.group("pct")) if m.group("pct") else None
-            if label in TOTALS and pct == 100:
+            # The total closes the block with (100%); when rtla stopped before printing it (an
+            # IRQ-context stop, seen with trixie's rtla under emulation) the bare line is the total.
+            if label in TOTALS and (pct == 100 or (pct is None and total is None)):
                 total, context = us, label.split()[0]
                 continue
             parts.append(Part(label, us, pct, (), bool(m.group("idle"))))

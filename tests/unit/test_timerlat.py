@@ -64,6 +64,16 @@ def test_an_irq_spike_from_an_idle_exit_points_at_c_states(placement):
             in timerlat.result_text(result("irq-spike-idle-exit.txt", placement)))
 
 
+def test_an_irq_stop_without_table_or_closing_total_fails_with_that_latency(placement):
+    """Laid out as trixie's rtla printed it in the VM (session 5): no summary table, an IRQ latency
+    line without "(100%)". It once came out as "PASS: max 0 us"."""
+    r = result("irq-stop-without-table.txt", placement)
+    [spike] = r.spikes
+    assert (spike.cpu, spike.context, spike.total_us) == (3, "IRQ", 5587.64)
+    assert not r.passed and r.max_us == 5587.64
+    assert "FAIL: max 5587.64 us > 50 us (SC-001)" in timerlat.result_text(r)
+
+
 def test_json_carries_the_cause_and_its_hint(placement):
     data = json.loads(timerlat.result_json(result("thread-spike-irq-interference.txt", placement)))
     assert data["tool"] == "timerlat" and data["passed"] is False and data["limit_us"] == 50
