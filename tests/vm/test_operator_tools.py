@@ -374,4 +374,7 @@ def test_a_broken_update_is_not_marked_good_and_says_why(run):
     assert units["mxrc-boot-health.service"]["ActiveState"] == "failed", out
     assert units["boot-complete.target"]["ActiveState"] != "active", out
     assert "marked_good=0" in out, out
-    assert "mxrc-rt.service is failed" in out and "FAILED: this boot is not marked good" in out, out
+    # "failed" once systemd gave up; "activating" (auto-restart) when each attempt is slower than the
+    # start limit's window (seen beside two other emulated machines): the gate then waits its timeout
+    assert re.search(r"health gate: mxrc-rt\.service is (failed|activating)$", out, re.M), out
+    assert "FAILED: this boot is not marked good" in out, out
