@@ -530,7 +530,7 @@ class VM:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             console.unlink(missing_ok=True)
-            cmd = ["timeout", "--kill-after=10", str(timeout),
+            cmd = ["timeout", "--kill-after=10", str(timeout * sharing_factor()),
                    *machine.qemu_args(self.image, self.disk, share, console)]
             log.info("boot %d: %s", attempts, shlex.join(cmd))
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
@@ -550,6 +550,15 @@ class VM:
                 results[item["name"]] = StepResult(**item)
         return RunResult(rc, results, _read(out / "journal.txt"), _read(console), attempts,
                          round(time.monotonic() - started, 1)), attempts
+
+
+def sharing_factor() -> int:
+    """How many VMs may share this host's cores at once (pytest-xdist workers): a boot's time limit
+    is for a machine of its own, and each VM runs about that many times slower beside the others."""
+    try:
+        return max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        return 1
 
 
 def run_scenario(scenario, attempts: int = 2):
