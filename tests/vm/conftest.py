@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -121,16 +122,18 @@ def fleet_image():
 
 @pytest.fixture(scope="session")
 def repositories(debs, upgrade_debs, tmp_path_factory):
-    """Two states of one signed apt repository (dev/publish-repo, one throw-away key): version N,
-    then N+1 published over it. name -> directory, for the guest's share."""
+    """Three states of one signed apt repository (dev/publish-repo, one throw-away key): version N,
+    N+1 published over it, then N published again (a rollback: a newer Release file, as apt
+    refuses to go back to an older one). name -> directory, for the guest's share."""
     out = tmp_path_factory.mktemp("repos")
     repo = Path(__file__).resolve().parents[2]
+    n, n1 = next(iter(debs.values())).parent, next(iter(upgrade_debs.values())).parent
     published = {}
-    for name, deb_dir in (("repo-1", next(iter(debs.values())).parent),
-                          ("repo-2", next(iter(upgrade_debs.values())).parent)):
+    for name, deb_dir in (("repo-1", n), ("repo-2", n1), ("repo-3", n)):
         target = out / name
-        if published:   # N+1 goes into a copy of N: same key, same database
-            shutil.copytree(published["repo-1"], target, ignore=shutil.ignore_patterns("S.*"))
+        if published:   # each state is the previous one changed: same key, same database
+            shutil.copytree(list(published.values())[-1], target, ignore=shutil.ignore_patterns("S.*"))
+            time.sleep(1.1)   # a later Date in the Release file
         subprocess.run([str(repo / "dev" / "publish-repo"), "--repo", str(target)], check=True,
                        env={**os.environ, "MXRC_DEB_DIR": str(deb_dir)}, capture_output=True)
         published[name] = target
