@@ -120,8 +120,8 @@ def two_cpus(fleet_image, repositories, debs):
                 ("kept", f"cat /etc/mxrc/mxrc-systemd.conf; cat {ADMIN_DROPIN}; mxrc-systemd verify"),
                 ("needrestart", NEEDRESTART),
                 # N+1 was bad: the fleet publishes N again and the robot pins it. (Going back to
-                # the first repository state did nothing -- "0 upgraded" -- as apt keeps the newer
-                # Release file; the pin makes N the candidate, an install of the packages takes it.)
+                # the first repository state did nothing -- "0 upgraded" -- most likely apt keeping
+                # the newer Release file it had; the pin makes N the candidate, an install takes it.)
                 ("rollback", f"{publish('repo-3')} && {rollback_pin(version)} && apt-cache policy "
                              "mxrc-systemd && DEBIAN_FRONTEND=noninteractive apt-get install -y "
                              "--allow-downgrades mxrc-systemd mxrc-monitor mxrc-reference 2>&1"),
