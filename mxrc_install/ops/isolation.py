@@ -120,7 +120,7 @@ def check_rt_cpuset(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Che
     return out
 
 
-def check_partition(path: str, partition: str | None, booted_isolated: bool = False) -> list[Check]:
+def check_partition(path: str, partition: str | None, booted_isolated: bool) -> list[Check]:
     if partition == "isolated":
         return [Check("isolation:rt-partition", PASS,
                       f"{path}: cpuset partition isolated (no load balancing, "

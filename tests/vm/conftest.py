@@ -123,8 +123,8 @@ def fleet_image():
 @pytest.fixture(scope="session")
 def repositories(debs, upgrade_debs, tmp_path_factory):
     """Three states of one signed apt repository (dev/publish-repo, one throw-away key): version N,
-    N+1 published over it, then N published again (a rollback: a newer Release file, as apt
-    refuses to go back to an older one). name -> directory, for the guest's share."""
+    N+1 published over it, then N published again (a rollback with a newer Release file: pointing
+    the robot back at the first state downgraded nothing). name -> directory, for the guest's share."""
     out = tmp_path_factory.mktemp("repos")
     repo = Path(__file__).resolve().parents[2]
     n, n1 = next(iter(debs.values())).parent, next(iter(upgrade_debs.values())).parent

@@ -158,7 +158,8 @@ class ImageSpec:
     def key(self) -> str:
         material = json.dumps(
             [IMAGE_FORMAT, self.suite, sorted(self.packages), self.resolved_mirror(),
-             RUNNER_UNIT, INITRAMFS_HOOK, MASKED_UNITS, PATH_EXCLUDES, self.build_script, self.host_script,
+             RUNNER_UNIT, KEYS_UNIT, INITRAMFS_HOOK, MASKED_UNITS, PATH_EXCLUDES, self.build_script,
+             self.host_script,
              [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in self.files]],
             sort_keys=True,
         )
