@@ -472,6 +472,10 @@ class VM:
         if keep:
             dest = Path(keep) / f"vm-{int(time.time())}"
             shutil.copytree(self.share, dest)
+            # the share holds the last boot only; every boot's steps, for reading a passing run too
+            (dest / "boots.json").write_text(json.dumps(
+                [{name: dataclasses.asdict(step) for name, step in b.steps.items()} for b in self.boots],
+                indent=1))
             log.info("share kept in %s", dest)
         self._tmp.cleanup()
 
