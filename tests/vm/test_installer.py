@@ -230,12 +230,29 @@ IMAGE_BUILD = ('MXRC_DEBS="$1/tmp/image-files" MXRC_PRESEED="$1/tmp/image-files/
                'sh "$1/tmp/image-files/mmdebstrap-customize" "$1"')
 
 
+GRUB_PACKAGES = ("grub-common", "grub2-common")
+LINUX_LINE = r"grep -m1 -E '^\s+linux\s' /boot/grub/grub.cfg"
+GRUB_STEPS = [
+    # the opt-in kernel command line: apply writes the drop-in and runs update-grub (GRUB is the boot
+    # loader once grub.cfg exists), so the next boot's kernel line carries the isolation
+    ("grub", "mkdir -p /boot/grub && grub-mkconfig -o /boot/grub/grub.cfg >/dev/null 2>&1; echo made=$?; "
+             "mxrc-systemd config isolation.boot_cmdline=yes >/dev/null && mxrc-systemd apply; "
+             f"echo rc=$?; {LINUX_LINE}"),
+    # purge takes it out of grub.cfg again, not only out of /etc/default/grub.d
+    ("grub-purge", "DEBIAN_FRONTEND=noninteractive apt-get purge -y mxrc-systemd mxrc-monitor mxrc-reference "
+                   f">/dev/null 2>&1; echo rc=$?; ls /etc/default/grub.d/ 2>&1; {LINUX_LINE}"),
+]
+
+
 @pytest.fixture(scope="module")
 def image_build(debs, guest_files, tmp_path_factory):
     """A preseeded noninteractive install into a chroot-built image, then boots on two machines."""
     preseed = tmp_path_factory.mktemp("preseed") / "preseed.txt"
     preseed.write_text(PRESEED)
-    spec = testbed.ImageSpec(suite="trixie", files=(*debs.values(), preseed, HOOK), host_script=IMAGE_BUILD)
+    # GRUB's tools (not a boot loader install: the test bed boots with -kernel) for the kernel
+    # command-line drop-in's way into grub.cfg (#10 item 7)
+    spec = testbed.ImageSpec(suite="trixie", files=(*debs.values(), preseed, HOOK), host_script=IMAGE_BUILD,
+                             packages=testbed.ImageSpec().packages + GRUB_PACKAGES)
     image = testbed.build_image(spec)
     numa_rt = testbed.Machine(cpus=8, memory_mib=2048, numa_nodes=2, kernel="rt", append="isolcpus=6-7")
     small = testbed.Machine(cpus=4, memory_mib=2048, append="isolcpus=2-3")
@@ -253,7 +270,7 @@ def image_build(debs, guest_files, tmp_path_factory):
     def scenario():
         with testbed.VM(image, numa_rt) as vm:
             first = vm.boot(boot_steps)
-            moved = vm.boot(boot_steps, machine=small)
+            moved = vm.boot(boot_steps + GRUB_STEPS, machine=small)
         return first, moved
     return testbed.run_scenario(scenario)
 
@@ -294,3 +311,14 @@ def test_moved_to_other_hardware_is_detected_and_reapplied(image_build):
     assert (units["mxrc-rt.service"]["CPUAffinity"], units["mxrc-rt.service"]["NUMAMask"]) == ("2-3", "0")
     assert units["mxrc-nonrt.service"]["CPUAffinity"] == "0-1"
     assert moved["active"].output.split() == ["active"] * 3
+
+
+def test_the_kernel_command_line_reaches_grub_cfg_and_leaves_with_purge(image_build):
+    _, moved = image_build
+    wanted = "isolcpus=managed_irq,domain,2-3 nohz_full=2-3 rcu_nocbs=2-3 irqaffinity=0-1"
+    grub = moved["grub"].output
+    assert "made=0" in grub and "rc=0" in grub, grub
+    assert "update-grub ran" in grub and wanted in grub.splitlines()[-1], grub
+    purged = moved["grub-purge"].output
+    assert "rc=0" in purged and "60-mxrc.cfg" not in purged, purged
+    assert re.search(r"^\s+linux\s", purged, re.M) and "isolcpus" not in purged, purged
