@@ -64,14 +64,16 @@ MOVE_IRQ = ("for d in /proc/irq/[0-9]*; do n=${d##*/}; [ \"$n\" = 0 ] && continu
             "old=$(cat $d/smp_affinity_list); echo 2 > $d/smp_affinity_list 2>/dev/null || continue; "
             "sleep 0.2; if [ \"$(cat $d/effective_affinity_list)\" = 2 ]; then echo moved_irq=$n; break; fi; "
             "echo $old > $d/smp_affinity_list; done")
+# The package enables the gate (RequiredBy=boot-complete.target); nothing after may disable it.
+GATE_ENABLED = ("echo gate=$(systemctl is-enabled mxrc-boot-health.service); "
+                "ls -l /etc/systemd/system/boot-complete.target.requires/")
 # An A/B updater's "mark this slot good" unit, as docs/fleet.md shows it for RAUC; the boot ID
 # stands in for `rauc status mark-good` (#12 item 3).
 MARK_GOOD = ("printf '%s\\n' '[Unit]' After=boot-complete.target Requires=boot-complete.target "
              "'[Service]' Type=oneshot "
              "\"ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id >> /var/lib/mark-good'\" "
              "'[Install]' WantedBy=multi-user.target > /etc/systemd/system/mark-good.service && "
-             "systemctl daemon-reload && systemctl enable mark-good.service 2>&1; "
-             "systemctl is-enabled mxrc-boot-health.service")
+             "systemctl daemon-reload && systemctl enable mark-good.service 2>&1; " + GATE_ENABLED)
 # What boot-complete.target came to in this boot, and why.
 GATE = ("for i in $(seq 120); do s=$(systemctl show -p ActiveState --value mxrc-boot-health.service); "
         "[ \"$s\" = active ] || [ \"$s\" = failed ] && break; sleep 1; done; "
@@ -91,6 +93,7 @@ TIMERLAT = ("grep -qw timerlat /sys/kernel/tracing/available_tracers "
 BOOTS = [
     (testbed.Machine(cpus=4, memory_mib=4608, append=ISOLATED), [
         ("install", INSTALL),
+        ("gate-enabled", GATE_ENABLED),
         ("start", TIME_START),
         ("doctor", WAIT_SERVICES + "; " + DOCTOR),
         ("baseline", "mxrc-systemd boot-time show --json"),
@@ -357,6 +360,11 @@ def test_postinst_records_the_baseline_boot(run):
 
 def gate(output: str) -> dict:
     return {u["Id"]: u for u in parse_show(output) if "Id" in u}
+
+
+def test_the_package_enables_the_gate_and_it_stays_enabled(run):
+    for step in ("gate-enabled", "mark-good"):
+        assert re.search(r"^gate=enabled$", run[step].output, re.M), (step, run[step].output)
 
 
 def test_a_healthy_boot_reaches_boot_complete_and_is_marked_good(run):
