@@ -194,8 +194,6 @@ def test_needrestart_lists_mxrc_rt_and_never_restarts_it(two_cpus):
     assert before == after.split()[:2] and all(len(i) == 32 for i in before), out
 
 
-@pytest.mark.xfail(strict=False, reason="#12: in the session-5 VM run the rollback to the first "
-                   "repository state downgraded nothing; N published anew (repo-3) is not yet seen in a VM")
 def test_rollback_to_n_by_pinning_says_what_it_did_and_keeps_everything(two_cpus):
     out = two_cpus["rollback"].output
     assert two_cpus["rollback"].ok, out
