@@ -87,8 +87,9 @@ TIMERLAT = ("grep -qw timerlat /sys/kernel/tracing/available_tracers "
             "&& echo tracer=timerlat || echo tracer=none; "
             "command -v rtla >/dev/null && echo rtla=yes || echo rtla=no; "
             "mxrc-systemd jitter --tool timerlat --cycles 2000; echo rc=$?; "
-            # rtla's own words, for the parser's fixtures (tests/unit/rtla_output)
-            "echo '### raw rtla'; rtla timerlat top -q -d 2s -c 2-3 2>&1 | head -40")
+            # rtla's own words, for the parser's fixtures (tests/unit/rtla_output): the command jitter
+            # runs (without -k rtla 6.12 uses user-space threads, which the RT cpuset refuses: no rows)
+            "echo '### raw rtla'; rtla timerlat top -q -c 2-3 -P f:80 -d 2s -a 50 -k -H 0-1 2>&1 | head -60")
 
 BOOTS = [
     (testbed.Machine(cpus=4, memory_mib=4608, append=ISOLATED), [
