@@ -315,7 +315,8 @@ def test_the_kernel_command_line_reaches_grub_cfg_and_leaves_with_purge(image_bu
     _, moved = image_build
     wanted = "isolcpus=managed_irq,domain,2-3 nohz_full=2-3 rcu_nocbs=2-3 irqaffinity=0-1"
     grub = moved["grub"].output
-    assert "made=0" in grub and "rc=0" in grub, grub
+    # exit 2: applied, with this small machine's warnings (no RT kernel, little memory)
+    assert "made=0" in grub and re.search(r"^rc=[02]$", grub, re.M), grub
     assert "update-grub ran" in grub and wanted in grub.splitlines()[-1], grub
     purged = moved["grub-purge"].output
     assert "rc=0" in purged and "60-mxrc.cfg" not in purged, purged
