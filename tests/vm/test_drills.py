@@ -169,8 +169,11 @@ def watchdog_timing(drills, step):
     return kill_at - hang_at, ready_at - kill_at, out
 
 
-def test_hung_loop_is_restarted_by_the_watchdog_timer(drills):
+def test_hung_loop_is_restarted_by_the_watchdog_timer(drills, record_property):
     detect, restart, out = watchdog_timing(drills, "watchdog-hang")
+    # docs/integration.md quotes these (dev/record-vm-figures takes them from the JUnit XML)
+    record_property("hang_to_timeout_s", round(detect, 1))
+    record_property("timeout_to_ready_s", round(restart, 1))
     print(f"watchdog-hang (WatchdogSec=3s, no stall budget): hang to timeout {detect:.1f} s, "
           f"timeout to READY {restart:.1f} s")
     assert "Watchdog timeout" in out and "Watchdog request" not in out
@@ -182,8 +185,12 @@ def test_hung_loop_is_restarted_by_the_watchdog_timer(drills):
 
 @pytest.mark.parametrize("step,loop,budget_s,bound_s", [("watchdog-trigger", "control", 1, 5),
                                                         ("watchdog-trigger-nonrt", "main", 5, 10)])
-def test_stalled_heartbeat_triggers_the_watchdog_within_seconds(drills, step, loop, budget_s, bound_s):
+def test_stalled_heartbeat_triggers_the_watchdog_within_seconds(drills, step, loop, budget_s, bound_s,
+                                                                 record_property):
     detect, restart, out = watchdog_timing(drills, step)
+    record_property("hang_to_kill_s", round(detect, 2))
+    record_property("kill_to_ready_s", round(restart, 1))
+    record_property("hang_to_ready_s", round(detect + restart, 1))
     print(f"{step} (WatchdogSec=30s, stall budget {budget_s} s): hang to kill {detect:.2f} s, "
           f"kill to READY {restart:.1f} s, hang to READY {detect + restart:.1f} s")
     assert re.search(rf"Watchdog request \(last status: {loop} loop stalled: no heartbeat for \d+ ms "
@@ -229,12 +236,14 @@ def test_priority_filter_returns_err_and_worse_only(drills):
     assert any(e.get("LOG_LEVEL") == "err" for e in entries)
 
 
-def test_cpu_quota_holds_sched_other_burners_to_two_cpus(drills):
+def test_cpu_quota_holds_sched_other_burners_to_two_cpus(drills, record_property):
     out = drills["cpu-quota"].output
     v = values(out)
     assert v["quota"] == "200000/100000"
     wall = int(v["wall_usec"])
     other = (int(v["usage_usec"]) - int(v["rt_usec"])) / wall
+    record_property("sched_other_cpus", round(other, 2))
+    record_property("sched_fifo_cpus", round(int(v["rt_usec"]) / wall, 2))
     print(f"under CPUQuota=200%: SCHED_OTHER {other:.2f} CPUs, the SCHED_FIFO loop "
           f"{int(v['rt_usec']) / wall:.2f} CPUs (not throttled by the quota)")
     assert 1.0 <= other <= 2.05, out
