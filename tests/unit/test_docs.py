@@ -315,6 +315,14 @@ SPEC_AND_SETTINGS = {
     (20, "min"): "issue #13: the suite's time goal on 2 cores",
     (10, "%"): "MxrcFleetUnreachable's threshold (monitoring/mxrc.rules.yml)",
     (10, "us"): "the RT CPUs' idle wake-up latency limit (isolate.RT_WAKEUP_LATENCY_US)",
+    (1, "ms"): "the reference RT loop's period (1 kHz)",
+    (7.5, "s"): "the watchdog helper pings every WatchdogSec/4 (30 s / 4)",
+    (37.5, "s"): "a stopped loop is killed by 1.25 x WatchdogSec=30s at the latest",
+    (100, "ms"): "an example stall budget: 100 cycles of a 1 kHz loop",
+    (3, "s"): "the drills' short WatchdogSec=3s (tests/vm/test_drills.py)",
+    (12, "s"): "the healthy-ping drill's length (tests/vm/test_drills.py)",
+    (8, "s"): "the wrapper drill's TimeoutStartSec=8s (tests/vm/test_drills.py)",
+    (0.95, "s"): "kernel.sched_rt_runtime_us default: 950000 of every 1000000 us",
 }
 SOURCE = re.compile(r"<!--\s*source:\s*(\S+)\s*-->")
 
