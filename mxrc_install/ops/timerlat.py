@@ -25,6 +25,9 @@ from mxrc_install.sysroot import SysRoot
 
 TRACERS = ("/sys/kernel/tracing/available_tracers", "/sys/kernel/debug/tracing/available_tracers")
 TRACE_FILE = "timerlat_trace.txt"   # where rtla -a saves the stopped trace (in its working directory)
+# The cause when rtla could not split an IRQ-context stop on an idle CPU: its parts are all 0 us,
+# and only its closing "Max timerlat IRQ latency from idle" line says where the time went.
+IDLE_EXIT = "Exit from idle"
 
 # What each part of rtla's analysis points at, and where to look next.
 HINTS = {
@@ -39,6 +42,8 @@ HINTS = {
     "Softirq interference": "softirqs (network, block, timers) ran on the RT CPU: move their IRQs off it",
     "Thread interference": "another thread ran first on the RT CPU "
                            "(doctor: isolation:tasks, isolation:kthreads)",
+    IDLE_EXIT: "the CPU was idle when the timer fired and woke late: a deep idle state (doctor: "
+               "isolation:cstates); in a VM, also the host running the vCPU late",
 }
 TOTALS = ("IRQ latency", "Thread latency")
 # "  Blocking thread:        23.19 us (68.12 %)", "  IRQ handler delay: (exit from idle)  1.00 us (1.1 %)",
@@ -46,8 +51,10 @@ TOTALS = ("IRQ latency", "Thread latency")
 PART_RE = re.compile(r"^ {2}(?P<label>[A-Z][A-Za-z ]*?[^\W\d_A-Z]):?\s+"
                      r"(?P<idle>\(exit from idle\))?\s*(?:up to\s+)?"
                      r"(?P<us>\d+\.\d+) us(?: \((?P<pct>\d+(?:\.\d+)?) ?%\))?\s*$")
-# "\t                 objtool:49256   \t\t   23.19 us" (the duration is missing for an IRQ-context stop)
-SOURCE_RE = re.compile(r"^\t\s*(?P<name>[^\t]*\S):(?P<id>\d+)\s*(?:(?P<us>\d+\.\d+) us)?\s*$")
+# "\t                 objtool:49256   \t\t   23.19 us" (the duration is missing for an IRQ-context stop;
+# trixie's rtla 6.12 in the VM printed the idle task as "<spaces>:0", tabs expanded, the name empty)
+SOURCE_RE = re.compile(r"^(?:\t| {4})\s*(?P<name>[^\t]*?):(?P<id>\d+)\s*(?:(?P<us>\d+\.\d+) us)?\s*$")
+FROM_IDLE_RE = re.compile(r"^Max timerlat (?:IRQ|Thread) latency from idle: [\d.]+ us in cpu (\d+)")
 CPU_RE = re.compile(r"^## CPU (\d+) hit stop tracing")
 TOP_RE = re.compile(r"^\s*(?P<cpu>\d+) #\d+\s*\|(?P<rest>.*)$")
 
@@ -67,12 +74,20 @@ class Spike:
     context: str                 # "Thread" or "IRQ": which latency crossed the threshold
     total_us: float
     parts: tuple
+    from_idle: bool = False      # rtla: "Max timerlat IRQ latency from idle ... in cpu N"
 
     @property
     def cause(self) -> Part | None:
-        """The part of the latency that weighs most (rtla's percentages), the totals aside."""
+        """The part of the latency that weighs most (rtla's percentages), the totals aside.
+
+        None when rtla could not split it (every part 0 us), unless the CPU was idle: then the
+        exit from idle is the cause, as rtla's closing line says.
+        """
         candidates = [p for p in self.parts if p.label not in TOTALS]
-        return max(candidates, key=lambda p: p.us, default=None)
+        weighed = max(candidates, key=lambda p: p.us, default=None)
+        if weighed is not None and weighed.us > 0:
+            return weighed
+        return Part(IDLE_EXIT, self.total_us, None) if self.from_idle else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +164,7 @@ def parse_top(text: str) -> tuple[dict, dict]:
             cpu = int(m.group("cpu"))
             if groups[0][3].isdigit():
                 irq[cpu] = int(groups[0][3])
-            if groups[1][3].isdigit():
+            if groups[1][3].isdigit():   # "-" when rtla stopped in IRQ context before the thread ran
                 thread[cpu] = int(groups[1][3])
     return irq, thread
 
@@ -185,19 +200,21 @@ def parse_analysis(text: str) -> tuple:
             continue
         s = SOURCE_RE.match(line)
         if s and parts:
-            name = f"{s.group('name')}:{s.group('id')}" + (f" ({s.group('us')} us)" if s.group("us") else "")
+            comm = s.group("name").strip() or ("idle" if s.group("id") == "0" else "?")
+            name = f"{comm}:{s.group('id')}" + (f" ({s.group('us')} us)" if s.group("us") else "")
             parts[-1] = dataclasses.replace(parts[-1], sources=parts[-1].sources + (name,))
         elif line.strip() == "Blocking thread:":   # an IRQ-context stop: the thread that had IRQs off
             parts.append(Part("Blocking thread", 0.0, None))
     close()
-    return tuple(spikes)
+    idle_cpus = {int(m.group(1)) for m in map(FROM_IDLE_RE.match, text.splitlines()) if m}
+    return tuple(dataclasses.replace(s, from_idle=s.cpu in idle_cpus) for s in spikes)
 
 
 def result_from(text: str, p: plan.Placement, seconds: int, load: bool,
                 trace_file: str | None) -> TimerlatResult:
     irq, thread = parse_top(text)
     spikes = parse_analysis(text)
-    if not thread and not spikes:
+    if not (irq or thread or spikes):
         head = " | ".join(text.strip().splitlines()[:3])
         raise JitterError(f"rtla timerlat printed no summary; it said: {head or 'nothing'}")
     return TimerlatResult(tuple(sorted(p.rt_cpus)), p.rt_priority, seconds, irq, thread, spikes, trace_file,
@@ -215,15 +232,17 @@ def describe(part: Part) -> str:
 def result_text(r: TimerlatResult) -> str:
     lines = [f"timerlat (rtla): {r.seconds} s at 1 kHz on CPUs {format_cpulist(r.cpus)}, timer threads "
              f"SCHED_FIFO {r.priority}" + (", under load" if r.load else "")]
-    for cpu in sorted(r.thread_max_us):
-        lines.append(f"  CPU {cpu}: IRQ max {r.irq_max_us.get(cpu, '?')} us, thread max "
-                     f"{r.thread_max_us[cpu]} us")
+    for cpu in sorted(r.irq_max_us.keys() | r.thread_max_us.keys()):
+        lines.append(f"  CPU {cpu}: IRQ max {r.irq_max_us.get(cpu, '-')} us, thread max "
+                     f"{r.thread_max_us.get(cpu, '-')} us")
     for s in r.spikes:
         cause = s.cause
         lines.append(f"spike on CPU {s.cpu}: {s.context.lower()} latency {s.total_us:.2f} us")
         if cause:
             lines.append(f"  cause: {describe(cause)}")
             lines.append(f"  what it means: {HINTS.get(cause.label, 'see the trace file')}")
+        else:
+            lines.append("  cause: rtla's analysis did not split it: see the trace file")
         for part in s.parts:
             if part is not cause:
                 lines.append(f"    {describe(part)}")
@@ -257,6 +276,6 @@ def run(root: SysRoot, p: plan.Placement, cycles: int, load: bool, load_run) -> 
         proc = process.run(command(p, seconds, options), cwd=workdir)
     trace = workdir / TRACE_FILE
     output = proc.stdout + proc.stderr
-    if proc.rc not in (0, 2) and not parse_top(output)[1]:
+    if proc.rc not in (0, 2) and not any(parse_top(output)):
         raise JitterError(f"rtla timerlat failed (exit {proc.rc}): {output.strip()[-500:]}")
     return result_from(output, p, seconds, load, str(trace) if trace.exists() else None)

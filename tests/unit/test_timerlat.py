@@ -2,7 +2,8 @@
 
 The outputs in rtla_output/ are laid out with rtla 6.12's own printf formats
 (timerlat_top.c, timerlat_aa.c): a quiet run that passes, a thread-context
-spike dominated by a device IRQ, an IRQ-context spike from an idle exit.
+spike dominated by a device IRQ, an IRQ-context spike from an idle exit; irq-stop-*
+are copies of what trixie's rtla printed in the test VM.
 """
 
 import json
@@ -123,3 +124,25 @@ def test_the_cli_offers_the_tool():
     args = cli.build_parser().parse_args(["jitter", "--tool", "timerlat", "--cycles", "2000"])
     assert args.tool == "timerlat" and args.cycles == 2000
     assert cli.build_parser().parse_args(["jitter"]).tool == "cyclictest"
+
+
+def test_an_irq_stop_on_an_idle_cpu_that_rtla_could_not_split_is_an_idle_exit(placement):
+    """As trixie's rtla 6.12 printed it in the VM (session 6, `-k -H 0-1`): thread columns "-",
+    every part 0 us, the idle task with an empty name, and only the closing "from idle" line
+    saying where the 917 us went. It came out as "cause: IRQ handler delay 0.00 us (0 %)"."""
+    r = result("irq-stop-from-idle-blank-thread.txt", placement)
+    assert r.irq_max_us == {2: 917} and r.thread_max_us == {}
+    [spike] = r.spikes
+    assert (spike.cpu, spike.context, spike.total_us, spike.from_idle) == (2, "IRQ", 917.97, True)
+    assert spike.cause.label == timerlat.IDLE_EXIT and spike.cause.us == 917.97
+    assert next(p for p in spike.parts if p.label == "Blocking thread").sources == ("idle:0",)
+    text = timerlat.result_text(r)
+    assert "  CPU 2: IRQ max 917 us, thread max - us\n" in text
+    assert "  cause: Exit from idle 917.97 us\n" in text
+    assert "isolation:cstates" in text and "FAIL: max 917.97 us > 50 us (SC-001)" in text
+
+
+def test_a_stop_without_a_weighing_part_or_idle_says_rtla_did_not_split_it(placement):
+    r = result("irq-stop-without-table.txt", placement)
+    assert r.spikes[0].cause is None
+    assert "cause: rtla's analysis did not split it: see the trace file" in timerlat.result_text(r)
