@@ -13,6 +13,7 @@ not judged.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 from mxrc_install import names
@@ -382,3 +383,25 @@ def run_checks(f: IsolationFacts, p: plan.Placement, mode: str) -> list[Check]:
                       f"the RT CPUs {cpus(p.rt_cpus)} are all CPUs: nothing to isolate "
                       "them from", spec=SPEC)]
     return [c for check in CHECKS for c in check(f, p, mode)]
+
+
+# -- the kernel command line's check, judged with the runtime layers --------------
+
+def settle_isolcpus(checks: list[Check], f: IsolationFacts) -> list[Check]:
+    """A missing isolcpus= is a FAIL unless the runtime layer already does its main job.
+
+    isolcpus=domain keeps other tasks and load balancing off the RT CPUs; an
+    isolated cpuset partition of mxrc.slice does the same on a running system.
+    With one in place, what only the command line gives (tick, RCU callbacks,
+    managed IRQs) is a warning that isolation:cmdline details, not a broken contract.
+    """
+    cg = f.rt_cgroup
+    if cg is None or cg.partition != "isolated":
+        return checks
+    return [dataclasses.replace(
+                c, status=WARN,
+                evidence=f"the kernel command line has no isolcpus=: {cg.path}'s isolated cpuset partition "
+                         "keeps other tasks and load balancing off the RT CPUs at run time; the scheduler "
+                         "tick, RCU callbacks and managed IRQs need the command line (isolation:cmdline)")
+            if c.id == "machine:isolcpus-missing" and c.status == FAIL else c
+            for c in checks]

@@ -33,7 +33,10 @@ def _require_running_system(root: SysRoot, what: str) -> None:
 def all_checks(root: SysRoot) -> list:
     """Every doctor check: the spec's promises and the RT isolation layers."""
     facts, result = current_plan(root)
-    return doctor.run_checks(result, live.gather(result.placement)) + isolation_checks(root, facts, result)
+    checks = doctor.run_checks(result, live.gather(result.placement))
+    found = isolation_facts_of(root, facts, result)
+    return (isolation.settle_isolcpus(checks, found)
+            + isolation.run_checks(found, result.placement, result.placement.isolation))
 
 
 def doctor_command(root: SysRoot, as_json: bool) -> int:
@@ -43,13 +46,12 @@ def doctor_command(root: SysRoot, as_json: bool) -> int:
     return doctor.exit_code(checks)
 
 
-def isolation_checks(root: SysRoot, facts, result) -> list:
-    """The RT isolation layers (issue #10), read after live.gather so its short-lived children are gone."""
+def isolation_facts_of(root: SysRoot, facts, result) -> isolation_facts.IsolationFacts:
+    """What the RT isolation layers (#10) read, after live.gather so its short-lived children are gone."""
     found = isolation_facts.read(root, facts.cpus.online, result.placement.rt_cpus, facts.rt_group_sched,
                                  names.RT)
     # doctor itself runs wherever its shell does: naming it would hide the real offenders.
-    found = isolation_facts.without_pids(found, {os.getpid()})
-    return isolation.run_checks(found, result.placement, result.placement.isolation)
+    return isolation_facts.without_pids(found, {os.getpid()})
 
 
 def jitter_command(root: SysRoot, cycles: int, load: bool, as_json: bool, tool: str = "cyclictest") -> int:

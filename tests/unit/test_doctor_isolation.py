@@ -10,7 +10,7 @@ from isolation_sysroots import (FULL_CMDLINE, RT_CGROUP, robot, write_cpuset, wr
 from sysroots import write
 
 from mxrc_install.cpulist import parse_mask
-from mxrc_install.ops import isolation, isolation_facts, operations
+from mxrc_install.ops import doctor, isolation, isolation_facts, operations
 from mxrc_install.ops.doctor import FAIL, PASS, WARN
 from mxrc_install.pipeline.commands import current_plan
 from mxrc_install.sysroot import SysRoot
@@ -367,8 +367,35 @@ def test_operations_reads_the_mode_from_the_config_file(tmp_path):
     write(root, "/etc/mxrc/mxrc-systemd.conf", "[isolation]\nmode = kernel-only\n")
     facts, result = current_plan(SysRoot(root))
     assert result.placement.isolation == "kernel-only"
-    checks = operations.isolation_checks(SysRoot(root), facts, result)
+    found = operations.isolation_facts_of(SysRoot(root), facts, result)
+    checks = isolation.run_checks(found, result.placement, result.placement.isolation)
     assert {c.id: c.status for c in checks}["isolation:tasks"] == WARN
+
+
+def missing_isolcpus_check(root):
+    """machine:isolcpus-missing as doctor reports it, judged with the runtime layers."""
+    facts, result = current_plan(SysRoot(root))
+    hardware = doctor.check_hardware(result)
+    return {c.id: c for c in isolation.settle_isolcpus(hardware, facts_of(root))}["machine:isolcpus-missing"]
+
+
+def test_without_isolcpus_an_isolated_partition_makes_it_a_warning(tmp_path):
+    """The product call of #10: the partition does isolcpus=domain's job at run time, so what is
+    missing is the tick, RCU and managed IRQs (a warning), not the RT CPUs' exclusivity."""
+    root = robot(tmp_path, cmdline="BOOT_IMAGE=/vmlinuz root=/dev/vda ro")
+    write(root, "/sys/devices/system/cpu/isolated", "\n")
+    check = missing_isolcpus_check(root)
+    assert check.status == WARN and "isolated cpuset partition" in check.evidence
+    assert "isolation:cmdline" in check.evidence and "GRUB_CMDLINE_LINUX" in check.fix
+
+
+@pytest.mark.parametrize("partition", ["member", "isolated invalid (Cpu list in cpuset.cpus not exclusive)"])
+def test_without_isolcpus_or_an_isolated_partition_it_stays_a_failure(tmp_path, partition):
+    root = robot(tmp_path, cmdline="BOOT_IMAGE=/vmlinuz root=/dev/vda ro")
+    write(root, "/sys/devices/system/cpu/isolated", "\n")
+    write_cpuset(root, "mxrc.slice", {2, 3}, partition)
+    check = missing_isolcpus_check(root)
+    assert check.status == FAIL and "other tasks may run on the RT CPUs 2-3" in check.evidence
 
 
 def test_every_isolation_check_is_explained_in_the_operations_manual(tmp_path, repo):
