@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import scenarios  # noqa: E402
 import testbed  # noqa: E402
 
 # The VM modules, longest first (minutes under TCG, from the boot report): with
@@ -140,9 +141,27 @@ def repositories(debs, upgrade_debs, tmp_path_factory):
     return published
 
 
+# Every package of the source, as `apt-get install /mnt/host/files/*.deb` gives them.
+ALL_PACKAGES = "mxrc-systemd mxrc-monitor mxrc-reference mxrc-systemd-dev"
+# Prometheus and node_exporter are installed for the exporter scenario, which starts Prometheus itself;
+# they run nowhere else (they would take the other scenarios' emulated CPU).
+PEERS_DISABLED = ('systemctl --root "$1" disable prometheus.service prometheus-node-exporter.service; '
+                  'for t in "$1"/usr/lib/systemd/system/prometheus-node-exporter-*.timer; do '
+                  '[ -e "$t" ] && systemctl --root "$1" disable "${t##*/}"; done; true')
+
+
 @pytest.fixture(scope="session")
-def observability_image():
+def installed_image(debs):
+    """The packages under test installed at image build, with the hook the package ships (#13 item 4).
+
+    For the scenarios that test what runs, not how it was installed (drills, exporter): the
+    robot's first boot adapts the units, as on a robot from an integrator's image, and an apt
+    install under TCG (~4 min each) becomes one native chroot install. Installing on a running
+    system is tested by test_foundation, test_installer and test_isolation_acceptance.
+    """
     spec = testbed.ImageSpec(suite="trixie",
                              packages=testbed.ImageSpec().packages + testbed.OBSERVABILITY_PACKAGES,
-                             flavour="observability")
+                             files=(*debs.values(), scenarios.IMAGE_HOOK),
+                             host_script=f"{scenarios.hook_install(ALL_PACKAGES)} && {PEERS_DISABLED}",
+                             flavour="installed")
     return testbed.build_image(spec)

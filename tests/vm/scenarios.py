@@ -1,6 +1,7 @@
 """Shell steps that several VM tests share, as (name, command) pairs, and how to read their output."""
 
 import re
+from pathlib import Path
 
 SERVICES = "mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service"
 
@@ -11,6 +12,20 @@ FILE_LIST = ("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path 
              " -o -path /var/log/apt -o -path /var/log/dpkg.log -o -path /var/log/alternatives.log"
              " -o -path /var/lib/systemd/timers -o -path /var/lib/systemd/random-seed"
              " -o -path /var/lib/systemd/catalog -o -path /usr/share/autopkgtest \\) -prune -o -print | sort")
+
+
+# The image-builder hook the package ships (#12 item 4): an image built with it is an integrator's
+# image build, chroot install and first boot on the robot included.
+IMAGE_HOOK = Path(__file__).resolve().parents[2] / "image" / "mmdebstrap-customize"
+
+
+def hook_install(packages: str, preseed: bool = False) -> str:
+    """An ImageSpec.host_script: IMAGE_HOOK installs `packages` from the .deb files given as
+    ImageSpec.files (and preseed.txt among them when `preseed`)."""
+    env = f'MXRC_DEBS="$1/tmp/image-files" MXRC_PACKAGES="{packages}"'
+    if preseed:
+        env += ' MXRC_PRESEED="$1/tmp/image-files/preseed.txt"'
+    return f'{env} sh "$1/tmp/image-files/{IMAGE_HOOK.name}" "$1"'
 
 
 def rt_pid() -> str:

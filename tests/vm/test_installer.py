@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import scenarios
 import testbed
 from mxrc_install.showparse import parse_show
 
@@ -219,13 +220,10 @@ def test_upgrade_keeps_running_controller_config_and_admin_dropins(two_cpus):
     assert "FAIL" not in kept, kept
 
 
-# The image is built with the customize hook the package ships (#12 item 4).
-HOOK = Path(__file__).resolve().parents[2] / "image" / "mmdebstrap-customize"
 PRESEED = ("mxrc-systemd mxrc-systemd/rt_priority string 70\n"
            "mxrc-systemd mxrc-systemd/watchdog_sec string 20\n")
-IMAGE_BUILD = ('MXRC_DEBS="$1/tmp/image-files" MXRC_PRESEED="$1/tmp/image-files/preseed.txt" '
-               'MXRC_PACKAGES="mxrc-systemd mxrc-monitor mxrc-reference" '
-               'sh "$1/tmp/image-files/mmdebstrap-customize" "$1"')
+# Built with the customize hook the package ships (#12 item 4).
+IMAGE_BUILD = scenarios.hook_install("mxrc-systemd mxrc-monitor mxrc-reference", preseed=True)
 
 
 GRUB_PACKAGES = ("grub-common", "grub2-common")
@@ -249,7 +247,8 @@ def image_build(debs, guest_files, tmp_path_factory):
     preseed.write_text(PRESEED)
     # GRUB's tools (not a boot loader install: the test bed boots with -kernel) for the kernel
     # command-line drop-in's way into grub.cfg (#10 item 7)
-    spec = testbed.ImageSpec(suite="trixie", files=(*debs.values(), preseed, HOOK), host_script=IMAGE_BUILD,
+    spec = testbed.ImageSpec(suite="trixie", files=(*debs.values(), preseed, scenarios.IMAGE_HOOK),
+                             host_script=IMAGE_BUILD,
                              packages=testbed.ImageSpec().packages + GRUB_PACKAGES)
     image = testbed.build_image(spec)
     numa_rt = testbed.Machine(cpus=8, memory_mib=2048, numa_nodes=2, kernel="rt", append="isolcpus=6-7")
