@@ -292,6 +292,9 @@ def test_timerlat_measures_or_says_what_is_missing(run):
         # a verdict that agrees with the latencies it printed (it once said PASS beside 5587 us)
         worst = max((float(x) for x in re.findall(r"latency ([\d.]+) us", mine)), default=0.0)
         assert ("PASS" in mine) == (worst <= 50), out
+        # every figure read (once "IRQ max ? us") and every spike explained or said to be unexplained
+        assert "?" not in re.findall(r"IRQ max (\S+) us", mine), out
+        assert mine.count("spike on CPU") == mine.count("  cause: "), out
     print(out.partition("### raw rtla")[2][:3000])
 
 
