@@ -145,9 +145,9 @@ def repositories(debs, upgrade_debs, tmp_path_factory):
 ALL_PACKAGES = "mxrc-systemd mxrc-monitor mxrc-reference mxrc-systemd-dev"
 # Prometheus and node_exporter are installed for the exporter scenario, which starts Prometheus itself;
 # they run nowhere else (they would take the other scenarios' emulated CPU).
-PEERS_DISABLED = ('systemctl --root "$1" disable prometheus.service prometheus-node-exporter.service; '
+PEERS_DISABLED = ('systemctl --root "$1" disable prometheus.service prometheus-node-exporter.service && '
                   'for t in "$1"/usr/lib/systemd/system/prometheus-node-exporter-*.timer; do '
-                  '[ -e "$t" ] && systemctl --root "$1" disable "${t##*/}"; done; true')
+                  'if [ -e "$t" ]; then systemctl --root "$1" disable "${t##*/}"; fi; done')
 
 
 @pytest.fixture(scope="session")
