@@ -231,19 +231,20 @@ def one_round() -> dict:
     time.sleep(5)
     results["mxrc-monitor"] = phase(*EXPORTERS["mxrc-monitor"])
     unit, url = EXPORTERS["mxrc-monitor"]
-    results["mxrc-monitor"]["bursts"] = [burst(url, n) for n in BURSTS]
-    results["mxrc-monitor"]["flood"] = flood(unit, url, DURATION / 2)
+    # Idle before the bursts and the flood, whose aftermath (connections timing out) is not idling.
     time.sleep(MXRC_IDLE_AFTER)  # nobody scrapes: the refresh slows down
     results["mxrc-monitor"]["idle_cpu_ms_per_s"] = idle_cpu(unit, DURATION / 2)
+    results["mxrc-monitor"]["bursts"] = [burst(url, n) for n in BURSTS]
+    results["mxrc-monitor"]["flood"] = flood(unit, url, DURATION / 2)
     subprocess.run(["systemctl", "stop", "mxrc-monitor.service"], check=True)
 
     start_node_exporter()
     time.sleep(5)
     results["node_exporter-systemd"] = phase(*EXPORTERS["node_exporter-systemd"])
     unit, url = EXPORTERS["node_exporter-systemd"]
+    results["node_exporter-systemd"]["idle_cpu_ms_per_s"] = idle_cpu(unit, DURATION / 2)
     results["node_exporter-systemd"]["bursts"] = [burst(url, n) for n in BURSTS]
     results["node_exporter-systemd"]["flood"] = flood(unit, url, DURATION / 2)
-    results["node_exporter-systemd"]["idle_cpu_ms_per_s"] = idle_cpu(unit, DURATION / 2)
     stop_node_exporter()
     subprocess.run(["systemctl", "start", "mxrc-monitor.service"], check=True)
     add_extras(results)
