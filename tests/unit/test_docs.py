@@ -381,17 +381,7 @@ def unsourced_figures(doc: Path) -> list[str]:
     return problems
 
 
-# Files other helpers own this round; the lead clears these at merge.
-NOT_YET_SOURCED: dict = {}
-
-
-def _figure_doc(doc: Path):
-    if doc.name in NOT_YET_SOURCED:
-        return pytest.param(doc, marks=pytest.mark.xfail(reason=NOT_YET_SOURCED[doc.name], strict=True))
-    return doc
-
-
-@pytest.mark.parametrize("doc", [_figure_doc(d) for d in FIGURE_DOCS],
+@pytest.mark.parametrize("doc", FIGURE_DOCS,
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_every_figure_has_a_source(doc):
     """A measured figure: mark its section <!-- source: bench/results/X.json --> (or the test that records

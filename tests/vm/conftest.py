@@ -157,7 +157,8 @@ def installed_image(debs):
     For the scenarios that test what runs, not how it was installed (drills, exporter): the
     robot's first boot adapts the units, as on a robot from an integrator's image, and an apt
     install under TCG (~4 min each) becomes one native chroot install. Installing on a running
-    system is tested by test_foundation, test_installer and test_isolation_acceptance.
+    system is tested by test_foundation, test_installer, test_isolation_acceptance and
+    test_operator_tools.
     """
     spec = testbed.ImageSpec(suite="trixie",
                              packages=testbed.ImageSpec().packages + testbed.OBSERVABILITY_PACKAGES,
