@@ -61,6 +61,7 @@ INSTALL = [
     ("metrics", "python3 -c \"import urllib.request as u; "
                 "print(u.urlopen('http://127.0.0.1:9558/metrics', timeout=5).read().decode())\""),
     ("plan", "mxrc-systemd plan --json"),
+    ("baseline", "mxrc-systemd boot-time show --json"),
     ("verify", "mxrc-systemd verify"),
     # #10: with isolation.mode = auto (the default) an RT CPU is refused to everyone else.
     ("foreign-taskset", "taskset -c 2 true && echo allowed || echo refused; "
