@@ -1,5 +1,6 @@
 """Shell steps that several VM tests share, as (name, command) pairs, and how to read their output."""
 
+import json
 import re
 from pathlib import Path
 
@@ -129,3 +130,33 @@ NO_CONTROLLER = [
                                  "mxrc-nonrt.service mxrc-rt.service; systemctl is-active mxrc.target; "
                                  "echo failover: $(( $(count) - before ))"),
 ]
+
+
+# Waits until mxrc-monitor answers, so doctor does not catch it starting.
+WAIT_SERVICES = ("systemctl start mxrc.target; for i in $(seq 120); do python3 -c 'import urllib.request; "
+                 "urllib.request.urlopen(\"http://127.0.0.1:9558/metrics\")' 2>/dev/null && break; "
+                 "sleep 0.5; done")
+DOCTOR = "mxrc-systemd doctor --json; echo rc=$?"
+
+# A foreign process asks for RT CPU 2 from a root shell: the RT isolation refuses it (the shell's
+# slice may not use CPU 2), or, without that layer, it runs and doctor must name it.
+INTRUDER = ("taskset -c 2 yes >/dev/null 2>/tmp/taskset.err & pid=$!; sleep 2; "
+            "if kill -0 $pid 2>/dev/null; then echo intruder=running pid=$pid; "
+            "else wait $pid; echo intruder=refused rc=$?; cat /tmp/taskset.err; fi")
+# Moves the first movable IRQ (a managed one refuses with EIO) onto RT CPU 2.
+MOVE_IRQ = ("for d in /proc/irq/[0-9]*; do n=${d##*/}; [ \"$n\" = 0 ] && continue; "
+            "old=$(cat $d/smp_affinity_list); echo 2 > $d/smp_affinity_list 2>/dev/null || continue; "
+            "sleep 0.2; if [ \"$(cat $d/effective_affinity_list)\" = 2 ]; then echo moved_irq=$n; break; fi; "
+            "echo $old > $d/smp_affinity_list; done")
+
+
+def json_of(output: str):
+    """The JSON document a step printed (progress lines before it, "rc=" after it are skipped)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(("{", "[")))
+    end = next((i for i, line in enumerate(lines) if i > start and line.startswith("rc=")), len(lines))
+    return json.loads("\n".join(lines[start:end]))
+
+
+def rc_of(output: str) -> int:
+    return int(re.findall(r"^rc=(\d+)$", output, re.M)[-1])

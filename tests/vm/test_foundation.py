@@ -3,7 +3,9 @@
 trixie (systemd 257, kernel 6.12), 4 vCPUs and NO isolcpus= (the case a new user meets), over two
 boots of one disk: the install and the runtime RT isolation of #10 (after apt install + start
 nothing but mxrc-rt may run on CPUs 2-3, its threads cannot leave them, interrupts and workqueues
-are moved off; isolation.mode = off puts back what was there), then a second boot for the boot-time
+are moved off; doctor judges the missing isolcpus= by the runtime partition and names a foreign
+task and an IRQ put on an RT CPU; isolation.mode = off puts back what was there), then a second
+boot for the boot-time
 ordering, the autopkgtests, the case of no MXRC program and a purge that leaves the system as it
 was before the install. bookworm (systemd 252, isolcpus=2-3): the install path.
 One trixie VM serves both: each apt install under emulation costs minutes (#13).
@@ -14,7 +16,8 @@ import re
 
 import pytest
 import testbed
-from scenarios import AUTOPKGTEST, INSTALL, NO_CONTROLLER, PURGE, SERVICES
+from scenarios import (AUTOPKGTEST, DOCTOR, INSTALL, INTRUDER, MOVE_IRQ, NO_CONTROLLER, PURGE, SERVICES,
+                       WAIT_SERVICES, json_of, rc_of)
 
 from mxrc_install.showparse import parse_show
 
@@ -65,6 +68,9 @@ ISOLATION = [
                    "$t/status; done; taskset -cp 0-3 $pid; taskset -cp $pid"),
     ("foreign-tasks", FOREIGN),
     ("isolated", f"{SNAPSHOT}; journalctl -b -o cat --no-pager -u mxrc-isolation.service"),
+    # doctor on this machine without isolcpus=, then with a foreign task and an IRQ on an RT CPU
+    ("no-isolcpus", WAIT_SERVICES + "; " + DOCTOR),
+    ("intruder", INTRUDER + "; " + MOVE_IRQ + "; " + DOCTOR + "; kill $pid 2>/dev/null; true"),
     ("mode-off", "mxrc-systemd config isolation.mode=off && mxrc-systemd apply; systemctl restart "
                  f"mxrc.target; {SNAPSHOT} > /root/off; diff /root/before /root/off && echo same-as-before"),
     ("mode-auto", "mxrc-systemd config isolation.mode=auto && mxrc-systemd apply; systemctl restart "
@@ -363,3 +369,42 @@ def test_purge_restores_the_system(trixie_boots):
     out = trixie_boots["after-purge"].output
     assert "same-as-before" in out, out
     assert "No such file or directory" in out, out
+
+
+def test_doctor_without_isolcpus_judges_it_with_the_runtime_partition(trixie_boots):
+    """No isolcpus=: a FAIL, unless mxrc.slice's isolated cpuset partition (trixie's 6.12 makes
+    one) already keeps other tasks off the RT CPUs: then a WARN naming what only the command line
+    gives, detailed by isolation:cmdline."""
+    out = trixie_boots["no-isolcpus"].output
+    checks = {c["id"]: c for c in json_of(out)["checks"]}
+    partitioned = "cpuset partition isolated" in checks["isolation:rt-partition"]["evidence"]
+    missing = checks["machine:isolcpus-missing"]
+    assert missing["status"] == ("WARN" if partitioned else "FAIL"), out
+    cmdline = checks["isolation:cmdline"]
+    assert cmdline["status"] == "WARN" and "nohz_full=2-3" in cmdline["evidence"], out
+    assert rc_of(out) in ((1, 2) if partitioned else (1,)), out
+
+def test_a_foreign_task_on_an_rt_cpu_is_refused_or_named_by_doctor(trixie_boots):
+    """Issue #10: `taskset -c 2 yes` on a machine without isolcpus= is refused, or doctor FAILs naming it."""
+    out = trixie_boots["intruder"].output
+    checks = {c["id"]: c for c in json_of(out)["checks"]}
+    tasks = checks["isolation:tasks"]
+    if "intruder=refused" in out:
+        print("taskset -c 2 yes: REFUSED by the RT isolation (the shell's slice may not use CPU 2)")
+        assert "Invalid argument" in out, out
+        assert "(yes," not in tasks["evidence"], out
+    else:
+        pid = re.search(r"intruder=running pid=(\d+)", out).group(1)
+        print(f"taskset -c 2 yes: RAN; doctor says: {tasks['status']} {tasks['evidence']}")
+        assert tasks["status"] == "FAIL" and f"PID {pid} (yes," in tasks["evidence"], out
+        assert rc_of(out) == 1
+
+def test_an_irq_moved_onto_an_rt_cpu_is_named_by_doctor(trixie_boots):
+    out = trixie_boots["intruder"].output
+    irq = re.search(r"^moved_irq=(\d+)$", out, re.M)
+    assert irq, f"no movable IRQ could be moved to CPU 2: {out}"
+    check = {c["id"]: c for c in json_of(out)["checks"]}["isolation:irqs"]
+    print(f"IRQ {irq.group(1)} moved to CPU 2; doctor says: {check['status']} {check['evidence']}")
+    assert re.search(rf"IRQ {irq.group(1)} \([^)]*\) on CPU 2", check["evidence"]), out
+    # movable, or (without IRQ debugfs) not known to be managed: never called managed
+    assert f"IRQ {irq.group(1)} (" in check["evidence"] and check["status"] in ("FAIL", "WARN"), out

@@ -1,28 +1,28 @@
 """The operator tools on a real systemd (issue 6): doctor, boot-time before/after, deps, jitter, SC-003.
 
 One trixie VM from an image with the packages installed at build (installed_image: the postinst
-on a running system is foundation's and the installer's), booted six times like a robot being
+on a running system is foundation's and the installer's), booted five times like a robot being
 commissioned:
 1. its first boot: boot.optimize=no; time "systemctl start mxrc.target" (SC-003); doctor;
 2. a boot with the unoptimised units (recorded by mxrc-boot-time.service); switch the optimisation on;
-3. an optimised boot: boot-time compare, deps; an admin drop-in that strips the sandbox -> doctor FAILs;
-4. the same disk on a kernel command line without isolcpus -> doctor FAILs; a foreign
-   `taskset -c 2 yes` is refused by the RT isolation or named by doctor, an IRQ moved onto an
-   RT CPU is named by doctor (issue #10);
-5. the PREEMPT_RT kernel: the boot health gate passes and an A/B updater's mark-good unit runs
-   (#12); jitter (cyclictest; timerlat where rtla and the tracer exist) and a doctor with nothing
-   to warn about but what this emulated machine cannot give; then a broken update (mxrc-rt cannot
-   start) is installed;
-6. that boot: the gate fails, boot-complete.target is not reached, nothing is marked good.
+3. an optimised boot: boot-time compare, deps; an admin drop-in that strips the sandbox -> doctor
+   FAILs; an A/B updater's mark-good unit is installed (#12);
+4. the PREEMPT_RT kernel: the boot health gate passes and the mark-good unit runs; jitter
+   (cyclictest; timerlat where rtla and the tracer exist) and a doctor with nothing to warn about
+   but what this emulated machine cannot give; then a broken update (mxrc-rt cannot start) is
+   installed;
+5. that boot: the gate fails, boot-complete.target is not reached, nothing is marked good.
 
-Boots 1-3 and 5 use the kernel command line doctor recommends for RT CPUs 2-3.
+Every boot uses the kernel command line doctor recommends for RT CPUs 2-3. Doctor on a machine
+without isolcpus=, with a foreign task and an IRQ on an RT CPU (#10), is test_foundation's.
 """
 
-import json
 import re
 
 import pytest
 import testbed
+
+from scenarios import DOCTOR, WAIT_SERVICES, json_of, rc_of
 
 from mxrc_install.showparse import parse_show
 
@@ -37,11 +37,6 @@ TIME_START = ("t0=$(date +%s%N); systemctl start mxrc.target; t1=$(date +%s%N); 
 WAIT_RECORDED = ("for i in $(seq 240); do "
                  "[ \"$(systemctl show -p ActiveState --value mxrc-boot-time.service)\" = active ] && break; "
                  "sleep 0.5; done; systemctl show -p ActiveState,Result mxrc-boot-time.service")
-# Waits until mxrc-monitor answers, so doctor does not catch it starting.
-WAIT_SERVICES = ("systemctl start mxrc.target; for i in $(seq 120); do python3 -c 'import urllib.request; "
-                 "urllib.request.urlopen(\"http://127.0.0.1:9558/metrics\")' 2>/dev/null && break; "
-                 "sleep 0.5; done")
-DOCTOR = "mxrc-systemd doctor --json; echo rc=$?"
 ORDERING = "systemctl show -p Id,After mxrc-nonrt.service mxrc-rt.service mxrc-monitor.service"
 STRIP_SANDBOX = ("mkdir -p /etc/systemd/system/mxrc-rt.service.d && "
                  "printf '%s\\n' '[Service]' ProtectSystem=no "
@@ -54,16 +49,6 @@ STRIP_SANDBOX = ("mkdir -p /etc/systemd/system/mxrc-rt.service.d && "
 
 # The isolation the plan asks of the kernel command line for RT CPUs 2-3 (doctor's isolation:cmdline).
 ISOLATED = "isolcpus=managed_irq,domain,2-3 nohz_full=2-3 rcu_nocbs=2-3 irqaffinity=0-1"
-# A foreign process asks for RT CPU 2 from a root shell: the RT isolation refuses it (the shell's
-# slice may not use CPU 2), or, without that layer, it runs and doctor must name it.
-INTRUDER = ("taskset -c 2 yes >/dev/null 2>/tmp/taskset.err & pid=$!; sleep 2; "
-            "if kill -0 $pid 2>/dev/null; then echo intruder=running pid=$pid; "
-            "else wait $pid; echo intruder=refused rc=$?; cat /tmp/taskset.err; fi")
-# Moves the first movable IRQ (a managed one refuses with EIO) onto RT CPU 2.
-MOVE_IRQ = ("for d in /proc/irq/[0-9]*; do n=${d##*/}; [ \"$n\" = 0 ] && continue; "
-            "old=$(cat $d/smp_affinity_list); echo 2 > $d/smp_affinity_list 2>/dev/null || continue; "
-            "sleep 0.2; if [ \"$(cat $d/effective_affinity_list)\" = 2 ]; then echo moved_irq=$n; break; fi; "
-            "echo $old > $d/smp_affinity_list; done")
 # The package enables the gate (RequiredBy=boot-complete.target); nothing after may disable it.
 GATE_ENABLED = ("echo gate=$(systemctl is-enabled mxrc-boot-health.service); "
                 "ls -l /etc/systemd/system/boot-complete.target.requires/")
@@ -108,10 +93,6 @@ BOOTS = [
         ("ordering-after", ORDERING),
         ("deps", "mxrc-systemd deps --json; echo rc=$?"),
         ("stripped", WAIT_SERVICES + "; " + STRIP_SANDBOX),
-    ]),
-    (testbed.Machine(cpus=4, memory_mib=4608, append=""), [
-        ("no-isolcpus", WAIT_SERVICES + "; " + DOCTOR),
-        ("intruder", INTRUDER + "; " + MOVE_IRQ + "; " + DOCTOR + "; kill $pid 2>/dev/null; true"),
         ("mark-good", MARK_GOOD),
     ]),
     (testbed.Machine(cpus=4, memory_mib=4608, kernel="rt", append=ISOLATED), [
@@ -137,18 +118,6 @@ def run(installed_image):
                 results.update(vm.boot(steps, machine=machine, timeout=900).steps)
         return results
     return testbed.run_scenario(scenario)
-
-
-def json_of(output: str):
-    """The JSON document a step printed (progress lines before it, "rc=" after it are skipped)."""
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(("{", "[")))
-    end = next((i for i, line in enumerate(lines) if i > start and line.startswith("rc=")), len(lines))
-    return json.loads("\n".join(lines[start:end]))
-
-
-def rc_of(output: str) -> int:
-    return int(re.findall(r"^rc=(\d+)$", output, re.M)[-1])
 
 
 def statuses(output: str) -> dict:
@@ -229,51 +198,10 @@ def test_doctor_fails_a_stripped_sandbox(run):
     assert rc_of(out) == 1
 
 
-def test_doctor_without_isolcpus_judges_it_with_the_runtime_partition(run):
-    """No isolcpus=: a FAIL, unless mxrc.slice's isolated cpuset partition (trixie's 6.12 makes
-    one) already keeps other tasks off the RT CPUs: then a WARN naming what only the command line
-    gives, detailed by isolation:cmdline."""
-    out = run["no-isolcpus"].output
-    checks = {c["id"]: c for c in json_of(out)["checks"]}
-    partitioned = "cpuset partition isolated" in checks["isolation:rt-partition"]["evidence"]
-    missing = checks["machine:isolcpus-missing"]
-    assert missing["status"] == ("WARN" if partitioned else "FAIL"), out
-    cmdline = checks["isolation:cmdline"]
-    assert cmdline["status"] == "WARN" and "nohz_full=2-3" in cmdline["evidence"], out
-    assert rc_of(out) in ((1, 2) if partitioned else (1,)), out
-
-
 def test_doctor_on_the_rt_kernel_passes_everything(run):
     out = run["doctor-rt"].output
     assert beyond_vm_limits(out) == {}, out
     assert rc_of(out) in (0, 2), out   # 2: only what VM_LIMITS explains
-
-
-def test_a_foreign_task_on_an_rt_cpu_is_refused_or_named_by_doctor(run):
-    """Issue #10: `taskset -c 2 yes` on a machine without isolcpus= is refused, or doctor FAILs naming it."""
-    out = run["intruder"].output
-    checks = {c["id"]: c for c in json_of(out)["checks"]}
-    tasks = checks["isolation:tasks"]
-    if "intruder=refused" in out:
-        print("taskset -c 2 yes: REFUSED by the RT isolation (the shell's slice may not use CPU 2)")
-        assert "Invalid argument" in out, out
-        assert "(yes," not in tasks["evidence"], out
-    else:
-        pid = re.search(r"intruder=running pid=(\d+)", out).group(1)
-        print(f"taskset -c 2 yes: RAN; doctor says: {tasks['status']} {tasks['evidence']}")
-        assert tasks["status"] == "FAIL" and f"PID {pid} (yes," in tasks["evidence"], out
-        assert rc_of(out) == 1
-
-
-def test_an_irq_moved_onto_an_rt_cpu_is_named_by_doctor(run):
-    out = run["intruder"].output
-    irq = re.search(r"^moved_irq=(\d+)$", out, re.M)
-    assert irq, f"no movable IRQ could be moved to CPU 2: {out}"
-    check = {c["id"]: c for c in json_of(out)["checks"]}["isolation:irqs"]
-    print(f"IRQ {irq.group(1)} moved to CPU 2; doctor says: {check['status']} {check['evidence']}")
-    assert re.search(rf"IRQ {irq.group(1)} \([^)]*\) on CPU 2", check["evidence"]), out
-    # movable, or (without IRQ debugfs) not known to be managed: never called managed
-    assert f"IRQ {irq.group(1)} (" in check["evidence"] and check["status"] in ("FAIL", "WARN"), out
 
 
 def test_timerlat_measures_or_says_what_is_missing(run):
