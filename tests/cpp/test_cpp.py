@@ -86,6 +86,30 @@ def test_reference_loop_triggers_the_watchdog_when_its_heartbeat_stalls(tmp_path
     assert "injected hang: the loop stops beating" in err
 
 
+def test_reference_loop_runs_at_the_period_it_is_given(tmp_path):
+    """MXRC_PERIOD_US (the VM test bed's 250 Hz): STATUS= reports the rate and the cycles of each second."""
+    binary = tmp_path / "mxrc-rt"
+    subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "examples/mxrc-rt-reference.cpp"), "-o", str(binary)],
+                   check=True)
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(20)
+        env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": path, "MXRC_PERIOD_US": "4000"}
+        proc = subprocess.Popen([str(binary)], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            reports = []
+            while len(reports) < 2:
+                message = server.recv(4096).decode()
+                if ", 250 Hz, " in message:
+                    reports.append(message)
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+    cycles = [int(re.search(r"\((\d+) cycles\)", r).group(1)) for r in reports]
+    assert all(200 <= n <= 251 for n in cycles), reports   # one second's wake-ups, not 1000
+
+
 MAIN = """#include <mxrc/systemd.hpp>
 int main() {
     mxrc::systemd::Heartbeat heartbeat;

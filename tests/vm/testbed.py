@@ -345,6 +345,13 @@ KERNEL_CRASH_MARKERS = ("Kernel panic - not syncing", "Oops:", "BUG: unable to h
                         "general protection fault")
 
 
+# The reference RT loop (mxrc-reference) wakes at 1 kHz; each wake-up of an emulated CPU costs
+# the host about 0.5 ms (an idle trixie VM: 0.58 host cores with mxrc-rt running, 0.08 without),
+# so at 1 kHz every VM with mxrc.target up kept half a host core busy. At 250 Hz the drills and
+# the exporter see the same loop (stall budget and fault timings are in seconds, not cycles).
+REFERENCE_RATE = "systemd.setenv=MXRC_PERIOD_US=4000"
+
+
 class GuestKernelCrash(RuntimeError):
     """The emulated machine's kernel crashed: the run says nothing about our code."""
 
@@ -367,7 +374,7 @@ class Machine:
             accel = ["-accel", "tcg", "-cpu", "max"]
         cmdline = " ".join([
             "root=LABEL=root rw console=ttyS0 panic=-1 loglevel=4",
-            "systemd.show_status=auto mxrc.testbed=1", self.append,
+            "systemd.show_status=auto mxrc.testbed=1", REFERENCE_RATE, self.append,
         ]).strip()
         args = [
             "qemu-system-x86_64", "-machine", "q35", *accel,
