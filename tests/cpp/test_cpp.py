@@ -59,8 +59,9 @@ def test_reference_loop_builds_and_stops_on_sigterm(tmp_path):
     assert "MESSAGE=mxrc-rt reference loop started:" in err and "mlockall=" in err
 
 
-def test_reference_loop_triggers_the_watchdog_when_its_heartbeat_stalls(tmp_path):
-    """End to end outside systemd: a socket stands in for NOTIFY_SOCKET; hang:1 stops the beats."""
+def notifications(tmp_path, env: dict, enough) -> tuple[list[str], str]:
+    """Run the reference loop outside systemd (a socket stands in for NOTIFY_SOCKET) until
+    enough(messages) says so; its messages and stderr."""
     binary = tmp_path / "mxrc-rt"
     subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "examples/mxrc-rt-reference.cpp"), "-o", str(binary)],
                    check=True)
@@ -68,16 +69,23 @@ def test_reference_loop_triggers_the_watchdog_when_its_heartbeat_stalls(tmp_path
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
         server.settimeout(20)
-        env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000",
-               "MXRC_FAULT": "hang:1", "MXRC_STALL_BUDGET_MS": "100"}
-        proc = subprocess.Popen([str(binary)], stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen([str(binary)], stderr=subprocess.PIPE, text=True,
+                                env={"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": path, **env})
         try:
             messages = []
-            while not any("WATCHDOG=trigger" in m for m in messages):
+            while not enough(messages):
                 messages.append(server.recv(4096).decode())
         finally:
             proc.terminate()
             _, err = proc.communicate(timeout=10)
+    return messages, err
+
+
+def test_reference_loop_triggers_the_watchdog_when_its_heartbeat_stalls(tmp_path):
+    """End to end outside systemd: hang:1 stops the beats."""
+    messages, err = notifications(
+        tmp_path, {"WATCHDOG_USEC": "30000000", "MXRC_FAULT": "hang:1", "MXRC_STALL_BUDGET_MS": "100"},
+        lambda got: any("WATCHDOG=trigger" in m for m in got))
     assert any(m.startswith("READY=1") and "stall_budget_ms=100" in m for m in messages), messages
     assert "WATCHDOG=1" in messages  # it pinged while the loop beat
     trigger = messages[-1]
@@ -88,24 +96,9 @@ def test_reference_loop_triggers_the_watchdog_when_its_heartbeat_stalls(tmp_path
 
 def test_reference_loop_runs_at_the_period_it_is_given(tmp_path):
     """MXRC_PERIOD_US (the VM test bed's 250 Hz): STATUS= reports the rate and the cycles of each second."""
-    binary = tmp_path / "mxrc-rt"
-    subprocess.run(["g++", *FLAGS, "-O2", str(REPO / "examples/mxrc-rt-reference.cpp"), "-o", str(binary)],
-                   check=True)
-    path = str(tmp_path / "notify")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
-        server.bind(path)
-        server.settimeout(20)
-        env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": path, "MXRC_PERIOD_US": "4000"}
-        proc = subprocess.Popen([str(binary)], stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            reports = []
-            while len(reports) < 2:
-                message = server.recv(4096).decode()
-                if ", 250 Hz, " in message:
-                    reports.append(message)
-        finally:
-            proc.terminate()
-            proc.communicate(timeout=10)
+    messages, _ = notifications(tmp_path, {"MXRC_PERIOD_US": "4000"},
+                                lambda got: sum(", 250 Hz, " in m for m in got) >= 2)
+    reports = [m for m in messages if ", 250 Hz, " in m]
     cycles = [int(re.search(r"\((\d+) cycles\)", r).group(1)) for r in reports]
     assert all(200 <= n <= 251 for n in cycles), reports   # one second's wake-ups, not 1000
 
