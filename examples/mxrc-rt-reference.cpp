@@ -1,7 +1,7 @@
 // mxrc-rt-reference: a reference real-time loop for mxrc-rt.service.
 //
 // What an MXRC RT process does with the unit's settings: lock its memory,
-// prefault its stack, wake at 1 kHz on an absolute CLOCK_MONOTONIC deadline,
+// prefault its stack, wake at 1 kHz on an absolute CLOCK_MONOTONIC deadline
 // (MXRC_PERIOD_US sets another period: the VM test bed runs it at 250 Hz, as
 // each wake-up of an emulated CPU costs the host about half a millisecond),
 // measure its own wake-up latency, prove progress to the watchdog from the
@@ -47,7 +47,7 @@ constexpr long kDefaultPeriodNs = 1'000'000;   // 1 kHz
 // 1 s (1000 cycles at 1 kHz): a controller would declare ~100 ms; the reference
 // is also run on emulated, shared test machines whose vCPUs can pause for tens
 // of ms, and a false kill there would be a flaky test, not a finding.
-constexpr long kStallBudgetUs = 1'000'000;
+constexpr long kStallBudgetMs = 1000;
 constexpr size_t kStackPrefault = 512 * 1024;
 
 std::atomic<bool> stop_requested{false};
@@ -101,31 +101,29 @@ long fault_arg(const std::string& fault, long fallback) {
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
+// A whole number from the environment within [low, high]; the fallback (and a
+// warning naming the variable, the value and what it should be) otherwise.
+long env_number(const char* name, long low, long high, const char* what, long fallback) {
+    const char* text = std::getenv(name);
+    if (text == nullptr) return fallback;
+    char* end = nullptr;
+    const long value = std::strtol(text, &end, 10);
+    if (end == text || *end != '\0' || value < low || value > high) {
+        log(LOG_WARNING, std::string(name) + "=" + text + " is not " + what + "; using the default");
+        return fallback;
+    }
+    return value;
+}
+
 // The loop's period: MXRC_PERIOD_US (100 us to 1 s), else 1 ms.
 long period_ns() {
-    const char* us = std::getenv("MXRC_PERIOD_US");
-    if (us == nullptr) return kDefaultPeriodNs;
-    char* end = nullptr;
-    const long value = std::strtol(us, &end, 10);
-    if (end == us || *end != '\0' || value < 100 || value > 1'000'000) {
-        log(LOG_WARNING, std::string("MXRC_PERIOD_US=") + us + " is not a period in microseconds "
-                         "(100 to 1000000); using 1000");
-        return kDefaultPeriodNs;
-    }
-    return value * 1000;
+    return env_number("MXRC_PERIOD_US", 100, 1'000'000, "a period in microseconds (100 to 1000000)",
+                      kDefaultPeriodNs / 1000) * 1000;
 }
 
 std::chrono::microseconds stall_budget() {
-    const char* ms = std::getenv("MXRC_STALL_BUDGET_MS");
-    if (ms == nullptr) return std::chrono::microseconds(kStallBudgetUs);
-    char* end = nullptr;
-    const long value = std::strtol(ms, &end, 10);
-    if (end == ms || *end != '\0' || value < 0) {
-        log(LOG_WARNING, std::string("MXRC_STALL_BUDGET_MS=") + ms + " is not a number of milliseconds "
-                         "(0 or more); using the default");
-        return std::chrono::microseconds(kStallBudgetUs);
-    }
-    return std::chrono::milliseconds(value);
+    return std::chrono::milliseconds(env_number("MXRC_STALL_BUDGET_MS", 0, LONG_MAX,
+                                                "a number of milliseconds (0 or more)", kStallBudgetMs));
 }
 
 // "SCHED_FIFO priority=80 cpus=2,3": what systemd actually gave this process.
