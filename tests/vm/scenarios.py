@@ -160,3 +160,8 @@ def json_of(output: str):
 
 def rc_of(output: str) -> int:
     return int(re.findall(r"^rc=(\d+)$", output, re.M)[-1])
+
+
+def checks_of(output: str) -> dict:
+    """doctor --json's checks by id, from a step's output."""
+    return {c["id"]: c for c in json_of(output)["checks"]}

@@ -5,9 +5,8 @@ boots of one disk: the install and the runtime RT isolation of #10 (after apt in
 nothing but mxrc-rt may run on CPUs 2-3, its threads cannot leave them, interrupts and workqueues
 are moved off; doctor judges the missing isolcpus= by the runtime partition and names a foreign
 task and an IRQ put on an RT CPU; isolation.mode = off puts back what was there), then a second
-boot for the boot-time
-ordering, the autopkgtests, the case of no MXRC program and a purge that leaves the system as it
-was before the install. bookworm (systemd 252, isolcpus=2-3): the install path.
+boot for the boot-time ordering, the autopkgtests, the case of no MXRC program and a purge that
+leaves the system as it was before the install. bookworm (systemd 252, isolcpus=2-3): the install path.
 One trixie VM serves both: each apt install under emulation costs minutes (#13).
 """
 
@@ -17,7 +16,7 @@ import re
 import pytest
 import testbed
 from scenarios import (AUTOPKGTEST, DOCTOR, INSTALL, INTRUDER, MOVE_IRQ, NO_CONTROLLER, PURGE, SERVICES,
-                       WAIT_SERVICES, json_of, rc_of)
+                       WAIT_SERVICES, checks_of, rc_of)
 
 from mxrc_install.showparse import parse_show
 
@@ -31,6 +30,8 @@ SNAPSHOT = ("{ echo wq=$(cat /sys/devices/virtual/workqueue/cpumask); "
             "for c in 0 1 2 3; do echo qos$c=$(cat "
             "/sys/devices/system/cpu/cpu$c/power/pm_qos_resume_latency_us 2>/dev/null); done; "
             "echo runner=$(taskset -cp $$ | sed 's/.*: //'); }")   # this shell runs in system.slice
+SNAPSHOT_FROM_A_NEW_SERVICE = (f"cat > /root/snapshot.sh <<'EOF'\n{SNAPSHOT}\nEOF\n"
+                               "systemd-run --wait --pipe --quiet /bin/sh /root/snapshot.sh")
 # Every task that may run on CPU 2 or 3 but is neither mxrc-rt's nor a kernel thread.
 FOREIGN = ("python3 - <<'PY'\n"
            "import os\n"
@@ -94,8 +95,10 @@ def trixie(trixie_image, guest_files, source_tar):
                 *AUTOPKGTEST,
                 *NO_CONTROLLER,
                 *PURGE,
-                # the boot before the install, as it was: every value the isolation moved is back
-                ("after-purge", f"{SNAPSHOT} > /root/after; "
+                # the boot before the install, as it was: every value the isolation moved is back.
+                # Taken by a new service: this boot's runner was started under the package's
+                # CPUAffinity= for PID 1 and keeps that mask whatever the purge puts back.
+                ("after-purge", f"{SNAPSHOT_FROM_A_NEW_SERVICE} > /root/after; "
                                 "diff /root/before /root/after && echo same-as-before; "
                                 "ls /etc/systemd/system.conf.d /etc/systemd/system/system.slice.d 2>&1"),
             ])
@@ -376,7 +379,7 @@ def test_doctor_without_isolcpus_judges_it_with_the_runtime_partition(trixie_boo
     one) already keeps other tasks off the RT CPUs: then a WARN naming what only the command line
     gives, detailed by isolation:cmdline."""
     out = trixie_boots["no-isolcpus"].output
-    checks = {c["id"]: c for c in json_of(out)["checks"]}
+    checks = checks_of(out)
     partitioned = "cpuset partition isolated" in checks["isolation:rt-partition"]["evidence"]
     missing = checks["machine:isolcpus-missing"]
     assert missing["status"] == ("WARN" if partitioned else "FAIL"), out
@@ -384,10 +387,11 @@ def test_doctor_without_isolcpus_judges_it_with_the_runtime_partition(trixie_boo
     assert cmdline["status"] == "WARN" and "nohz_full=2-3" in cmdline["evidence"], out
     assert rc_of(out) in ((1, 2) if partitioned else (1,)), out
 
+
 def test_a_foreign_task_on_an_rt_cpu_is_refused_or_named_by_doctor(trixie_boots):
     """Issue #10: `taskset -c 2 yes` on a machine without isolcpus= is refused, or doctor FAILs naming it."""
     out = trixie_boots["intruder"].output
-    checks = {c["id"]: c for c in json_of(out)["checks"]}
+    checks = checks_of(out)
     tasks = checks["isolation:tasks"]
     if "intruder=refused" in out:
         print("taskset -c 2 yes: REFUSED by the RT isolation (the shell's slice may not use CPU 2)")
@@ -399,11 +403,12 @@ def test_a_foreign_task_on_an_rt_cpu_is_refused_or_named_by_doctor(trixie_boots)
         assert tasks["status"] == "FAIL" and f"PID {pid} (yes," in tasks["evidence"], out
         assert rc_of(out) == 1
 
+
 def test_an_irq_moved_onto_an_rt_cpu_is_named_by_doctor(trixie_boots):
     out = trixie_boots["intruder"].output
     irq = re.search(r"^moved_irq=(\d+)$", out, re.M)
     assert irq, f"no movable IRQ could be moved to CPU 2: {out}"
-    check = {c["id"]: c for c in json_of(out)["checks"]}["isolation:irqs"]
+    check = checks_of(out)["isolation:irqs"]
     print(f"IRQ {irq.group(1)} moved to CPU 2; doctor says: {check['status']} {check['evidence']}")
     assert re.search(rf"IRQ {irq.group(1)} \([^)]*\) on CPU 2", check["evidence"]), out
     # movable, or (without IRQ debugfs) not known to be managed: never called managed

@@ -22,7 +22,7 @@ import re
 import pytest
 import testbed
 
-from scenarios import DOCTOR, WAIT_SERVICES, json_of, rc_of
+from scenarios import DOCTOR, WAIT_SERVICES, checks_of, json_of, rc_of
 
 from mxrc_install.showparse import parse_show
 
@@ -121,7 +121,7 @@ def run(installed_image):
 
 
 def statuses(output: str) -> dict:
-    return {c["id"]: c["status"] for c in json_of(output)["checks"]}
+    return {i: c["status"] for i, c in checks_of(output).items()}
 
 
 def test_the_unoptimised_units_apply(run):
@@ -202,7 +202,7 @@ def test_doctor_on_a_correct_install_warns_only_about_the_kernel(run):
 
 def test_doctor_fails_a_stripped_sandbox(run):
     out = run["stripped"].output
-    checks = {c["id"]: c for c in json_of(out)["checks"]}
+    checks = checks_of(out)
     assert checks["exposure:mxrc-rt.service"]["status"] == "FAIL", out
     assert "override.conf" in checks["exposure:mxrc-rt.service"]["evidence"]
     assert rc_of(out) == 1
