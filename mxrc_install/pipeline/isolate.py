@@ -15,7 +15,7 @@ import json
 import logging
 import os
 
-from mxrc_install.cpulist import CpuListError, format_cpulist, format_mask, parse_cpulist
+from mxrc_install.cpulist import CpuListError, format_cpulist, format_mask, parse_cpulist, parse_mask
 from mxrc_install.sysroot import SysRoot
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,10 @@ def start(root: SysRoot, rt: frozenset[int], housekeeping: frozenset[int]) -> li
     for s in settings:
         if s.path not in originals:   # a restart keeps the values from before the first start
             originals[s.path] = (root.read_text(s.path) or "").strip()
+    # Interrupts requested later (a device opened after boot) inherit our default
+    # mask; stop() tells them from the admin's by not being in this list.
+    saved.setdefault("irqs", sorted(_irq_numbers(root)))
+    saved.setdefault("housekeeping", format_cpulist(housekeeping))
     kthreads = movable_kernel_threads(root, rt)
     moved_threads = saved.setdefault("kthreads", {})
     for pid in kthreads:
@@ -133,6 +137,29 @@ def start(root: SysRoot, rt: frozenset[int], housekeeping: frozenset[int]) -> li
     lines.append(f"{moved} of {len(kthreads)} movable kernel threads moved to CPUs "
                  f"{format_cpulist(housekeeping)}")
     lines += [f"left on the RT CPUs (the kernel refused): {r}" for r in refused]
+    return lines
+
+
+def _irq_numbers(root: SysRoot) -> set[int]:
+    return {int(path.split("/")[3]) for path in root.glob("/proc/irq/[0-9]*/smp_affinity_list")}
+
+
+def _restore_new_irqs(root: SysRoot, saved: dict) -> list[str]:
+    """Give the original default mask to IRQs that appeared while isolated and still have ours."""
+    default = parse_mask(saved.get("settings", {}).get(DEFAULT_IRQ_MASK))
+    try:
+        ours = parse_cpulist(saved.get("housekeeping", ""))
+        known = {int(irq) for irq in saved.get("irqs", [])}
+    except (CpuListError, TypeError, ValueError):
+        return []
+    if not default or not ours:
+        return []
+    lines = []
+    for irq in sorted(_irq_numbers(root) - known):
+        path = IRQ_AFFINITY.format(irq=irq)
+        if _current_cpus(root, path) == ours:
+            error = _write(root, path, format_cpulist(default))
+            lines.append(f"{path} <- {format_cpulist(default)}" + (f" (refused: {error})" if error else ""))
     return lines
 
 
@@ -165,6 +192,7 @@ def stop(root: SysRoot) -> list[str]:
         if value:
             error = _write(root, path, value)
             lines.append(f"{path} <- {value}" + (f" (refused: {error})" if error else ""))
+    lines += _restore_new_irqs(root, saved)
     for pid, cpus in saved.get("kthreads", {}).items():
         try:
             _set_affinity(root, int(pid), parse_cpulist(cpus))

@@ -118,6 +118,20 @@ def test_isolate_start_moves_what_can_move_and_stop_puts_everything_back(tmp_pat
     assert not root.exists(isolate.SAVED)
 
 
+def test_an_irq_requested_while_isolated_gets_the_original_default_back(tmp_path):
+    # A device opened after mxrc-isolation started inherits our default mask; the CI's
+    # purge check found one left on 0-1. An IRQ the admin pinned elsewhere stays as set.
+    root = kernel(build(tmp_path, SPEC), irqs={24: "0-3"})
+    isolate.start(root, frozenset({2, 3}), frozenset({0, 1}))
+    write(root.path("/"), isolate.IRQ_AFFINITY.format(irq=31), "0-1\n")
+    write(root.path("/"), isolate.IRQ_AFFINITY.format(irq=32), "1\n")
+    lines = isolate.stop(root)
+    assert root.read_text(isolate.IRQ_AFFINITY.format(irq=31)) == "0-3\n"
+    assert root.read_text(isolate.IRQ_AFFINITY.format(irq=32)) == "1\n"
+    assert root.read_text(isolate.IRQ_AFFINITY.format(irq=24)) == "0-3\n"
+    assert "/proc/irq/31/smp_affinity_list <- 0-3" in lines
+
+
 def test_a_refused_irq_is_reported_not_fatal(tmp_path, monkeypatch):
     root = kernel(build(tmp_path, SPEC), irqs={30: "2-3"})
     real = isolate._write
