@@ -81,6 +81,31 @@ def check_units_active(live: LiveState) -> list[Check]:
     return out
 
 
+def check_isolation_service(live: LiveState, placement: plan.Placement) -> list[Check]:
+    """isolation.mode=auto: mxrc-isolation.service moved what has no unit file before mxrc-rt started.
+
+    mxrc-rt only Wants= it, so the controller runs when it failed (e.g. timed out): the
+    layers it moves are then each reported by the isolation checks, this says why.
+    """
+    if placement.isolation != "auto" or placement.rt_cpus == placement.nonrt_cpus:
+        return []
+    unit = names.ISOLATION
+    props = live.properties.get(unit, {})
+    state, result = props.get("ActiveState", "unknown"), props.get("Result", "?")
+    rt_running = live.properties.get(names.RT, {}).get("ActiveState") == "active"
+    cid = "isolation:service"
+    if state == "active":
+        return [Check(cid, PASS, f"{unit} active: interrupts, workqueues, kernel threads and idle "
+                                 "states were moved off the RT CPUs before mxrc-rt started", spec="#10")]
+    if state == "inactive" and not rt_running:
+        return [Check(cid, PASS, f"{unit} inactive with mxrc-rt (it starts with it)", spec="#10")]
+    status = WARN if state in ("activating", "reloading") else FAIL
+    return [Check(cid, status, f"{unit} is {state} (Result={result}) while mxrc-rt is "
+                               f"{'running' if rt_running else 'not running'}: what it moves "
+                               "(interrupts, workqueues, kernel threads, idle states) may be on the RT CPUs",
+                  f"journalctl -b -u {unit}; then systemctl restart {unit}", "#10")]
+
+
 def check_properties(live: LiveState, placement: plan.Placement) -> list[Check]:
     out = []
     for unit, wanted in expected_properties(placement).items():
@@ -212,7 +237,8 @@ def check_restarts(live: LiveState) -> list[Check]:
 
 def run_checks(result: plan.Plan, live: LiveState) -> list[Check]:
     p = result.placement
-    return (check_hardware(result) + check_units_active(live) + check_properties(live, p)
+    return (check_hardware(result) + check_units_active(live) + check_isolation_service(live, p)
+            + check_properties(live, p)
             + check_rt_scheduling(live, p) + check_exposure(live) + check_journald(live)
             + check_exporter(live, p) + check_watchdog(live) + check_dependencies(result)
             + check_restarts(live))

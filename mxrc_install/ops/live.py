@@ -64,7 +64,7 @@ def fetch_metrics(listen: str, port: int) -> tuple[str | None, str]:
 def gather(placement: plan.Placement) -> doctor.LiveState:
     sandboxed = [*names.SERVICES, names.FAILOVER_TEMPLATE.replace("@", "@doctor"), names.HARDWARE_CHECK,
                  names.BOOT_TIME]
-    props = show([*sandboxed, names.TARGET], SHOW_PROPERTIES)
+    props = show([*sandboxed, names.TARGET, names.ISOLATION], SHOW_PROPERTIES)
     pid = int(props[names.RT].get("MainPID", "0") or 0)
     sched = {names.RT: s for s in [scheduling(pid) if pid else None] if s}
     installed = [u for u in sandboxed if props[u].get("LoadState") != "not-found"]

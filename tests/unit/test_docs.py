@@ -294,6 +294,7 @@ SPEC_AND_SETTINGS = {
     (5, "s"): "RestartSec=5s (FR-024)",
     (60, "s"): "StartLimitIntervalSec=60s (FR-025)",
     (90, "s"): "TimeoutStartSec=90s of mxrc-failover@.service",
+    (300, "s"): "TimeoutStartSec=300s of mxrc-isolation.service",
     (10, "s"): "rt.watchdog_sec sane range start (plan.SANE_WATCHDOG); jitter's default 10000 cycles",
     (120, "s"): "rt.watchdog_sec sane range end (plan.SANE_WATCHDOG)",
     (5, "min"): "the spec's edge case: a 5 min watchdog leaves a hang unnoticed",

@@ -18,6 +18,9 @@ GENERIC_KERNEL = dataclasses.replace(SPEC_ROBOT, preempt_rt=False)
 NO_ISOLCPUS = dataclasses.replace(SPEC_ROBOT, cmdline="quiet")
 
 
+ISOLATION_DONE = {"LoadState": "loaded", "ActiveState": "active", "SubState": "exited", "Result": "success"}
+
+
 def make_plan(tmp_path, hw=SPEC_ROBOT):
     return plan.make_plan(probe.read_facts(SysRoot(build(tmp_path, hw))))
 
@@ -29,6 +32,7 @@ def healthy(result: plan.Plan) -> doctor.LiveState:
         props[unit] = {**wanted, "LoadState": "loaded", "ActiveState": "active", "SubState": "running",
                        "Result": "success", "NRestarts": "0",
                        "WatchdogUSec": wanted.get("WatchdogUSec", "30s")}
+    props[names.ISOLATION] = ISOLATION_DONE
     metrics = "\n".join(f'systemd_unit_state{{name="{u}",state="active",type="notify"}} 1.0'
                         for u in names.SERVICES)
     return doctor.LiveState(
@@ -63,6 +67,7 @@ def spec_robot_as_systemd_shows_it() -> doctor.LiveState:
                        "IOWeight": "500", "CPUQuotaPerSecUSec": "2s"},
             names.NONRT: {**controller, "CPUAffinity": "0-1", "IOWeight": "100"},
             names.MONITOR: {**running, "User": "mxrc-monitor", "CPUAffinity": "0-1"},
+            names.ISOLATION: {**running, "Type": "oneshot", "SubState": "exited"},
         },
         scheduling={names.RT: doctor.Scheduling("fifo", 80, frozenset({2, 3}))},
         exposure={names.RT: 1.3, names.NONRT: 1.1, names.MONITOR: 1.1},
@@ -81,8 +86,37 @@ def test_healthy_spec_robot_passes_everything(tmp_path):
     ids = set(by_id(checks))
     for expected in ("machine:isolcpus", "machine:preempt-rt", "rt:scheduling", f"exposure:{names.RT}",
                      "journald:size-cap", "exporter:reachable", f"watchdog:{names.RT}",
-                     "dependencies:cycles", f"restarts:{names.RT}", f"properties:{names.RT}"):
+                     "dependencies:cycles", f"restarts:{names.RT}", f"properties:{names.RT}",
+                     "isolation:service"):
         assert expected in ids
+
+
+@pytest.mark.parametrize("state, result, rt_state, expected", [
+    # run E of session 8: it timed out at boot under emulation, mxrc-rt (Wants=) started anyway
+    ("failed", "timeout", "active", doctor.FAIL),
+    ("inactive", "success", "active", doctor.FAIL),      # stopped by hand under a running controller
+    ("activating", "success", "activating", doctor.WARN),
+    ("inactive", "success", "inactive", doctor.PASS),    # mxrc.target stopped: both are down
+    ("active", "success", "active", doctor.PASS),
+])
+def test_isolation_service_that_did_not_run_is_named(tmp_path, state, result, rt_state, expected):
+    result_plan = make_plan(tmp_path, NO_ISOLCPUS)
+    live = healthy(result_plan)
+    live.properties[names.ISOLATION] = {**ISOLATION_DONE, "ActiveState": state, "Result": result}
+    live.properties[names.RT] = {**live.properties[names.RT], "ActiveState": rt_state}
+    [check] = doctor.check_isolation_service(live, result_plan.placement)
+    assert check.status == expected
+    if expected != doctor.PASS:
+        assert f"Result={result}" in check.evidence
+        assert "systemctl restart mxrc-isolation.service" in check.fix
+
+
+def test_isolation_service_is_not_judged_when_runtime_isolation_is_off(tmp_path):
+    result_plan = make_plan(tmp_path, NO_ISOLCPUS)
+    off = dataclasses.replace(result_plan.placement, isolation="off")
+    live = healthy(result_plan)
+    live.properties[names.ISOLATION] = {**ISOLATION_DONE, "ActiveState": "failed"}
+    assert doctor.check_isolation_service(live, off) == []
 
 
 def test_generic_kernel_is_an_honest_warning(tmp_path):
