@@ -6,7 +6,8 @@ nothing but mxrc-rt may run on CPUs 2-3, its threads cannot leave them, interrup
 are moved off; doctor judges the missing isolcpus= by the runtime partition and names a foreign
 task and an IRQ put on an RT CPU; isolation.mode = off puts back what was there), then a second
 boot for the boot-time ordering, the autopkgtests, the case of no MXRC program and a purge that
-leaves the system as it was before the install. bookworm (systemd 252, isolcpus=2-3): the install path.
+leaves the system as it was before the install. bookworm (systemd 252, kernel 6.1, isolcpus=2-3),
+one boot: the install path, the same runtime isolation layers, and a purge that restores them.
 One trixie VM serves both: each apt install under emulation costs minutes (#13).
 """
 
@@ -108,8 +109,17 @@ def trixie(trixie_image, guest_files, source_tar):
 
 @pytest.fixture(scope="module")
 def bookworm(bookworm_image, guest_files):
-    return testbed.run_scenario(lambda: testbed.run_steps(bookworm_image, RT_MACHINE, INSTALL + PURGE,
-                                                          guest_files))
+    # systemd 252 and kernel 6.1 take the same runtime isolation, with isolcpus=: one boot
+    # (the settings change that needs mode-off/auto's restarts is trixie's).
+    steps = [("before", f"{SNAPSHOT} > /root/before; cat /root/before"), *INSTALL,
+             *[step for step in ISOLATION if step[0] in BOOKWORM_ISOLATION], *PURGE,
+             ("after-purge", f"{SNAPSHOT_FROM_A_NEW_SERVICE} > /root/after; "
+                             "diff /root/before /root/after && echo same-as-before")]
+    return testbed.run_scenario(lambda: testbed.run_steps(bookworm_image, RT_MACHINE, steps, guest_files))
+
+
+BOOKWORM_ISOLATION = ("iso-start", "properties", "cpusets", "pid1", "foreign-shell", "foreign-scope",
+                      "rt-threads", "foreign-tasks", "isolated")
 
 
 def run_for(request, trixie_boot: int):
@@ -309,49 +319,57 @@ def trixie_boots(trixie):
     return {**first.steps, **second.steps}
 
 
-def test_install_and_start(trixie_boots):
-    assert trixie_boots["install"].ok, trixie_boots["install"].output
-    assert trixie_boots["iso-start"].ok, trixie_boots["iso-start"].output
+@pytest.fixture(params=["trixie", "bookworm"])
+def isolated_run(request):
+    """The runtime isolation's steps: trixie without isolcpus=, bookworm with it."""
+    if request.param == "trixie":
+        return request.getfixturevalue("trixie_boots")
+    return request.getfixturevalue("bookworm")
 
 
-def test_mxrc_rt_alone_in_its_slice_on_the_rt_cpus(trixie_boots):
-    out = trixie_boots["properties"].output
+def test_install_and_start(isolated_run):
+    assert isolated_run["install"].ok, isolated_run["install"].output
+    assert isolated_run["iso-start"].ok, isolated_run["iso-start"].output
+
+
+def test_mxrc_rt_alone_in_its_slice_on_the_rt_cpus(isolated_run):
+    out = isolated_run["properties"].output
     assert "AllowedCPUs=2-3" in out and "Slice=mxrc.slice" in out, out
     assert "mxrc.slice=2-3" in out and "system.slice=0-1" in out and "user.slice=0-1" in out, out
 
 
-def test_other_cgroups_hold_only_the_housekeeping_cpus(trixie_boots):
-    out = trixie_boots["cpusets"].output
+def test_other_cgroups_hold_only_the_housekeeping_cpus(isolated_run):
+    out = isolated_run["cpusets"].output
     assert "system.slice=0-1" in out and "user.slice=0-1" in out and "mxrc.slice=2-3" in out, out
     print(out)   # the partition state (isolated where the kernel takes it) is reported, checked by doctor
 
 
-def test_pid1_runs_on_the_housekeeping_cpus_after_reexec(trixie_boots):
-    out = trixie_boots["pid1"].output
+def test_pid1_runs_on_the_housekeeping_cpus_after_reexec(isolated_run):
+    out = isolated_run["pid1"].output
     assert out.strip().endswith("current affinity list: 0,1"), out
 
 
-def test_a_foreign_process_cannot_get_an_rt_cpu(trixie_boots):
-    out = trixie_boots["foreign-shell"].output
+def test_a_foreign_process_cannot_get_an_rt_cpu(isolated_run):
+    out = isolated_run["foreign-shell"].output
     assert "ran on" not in out and "rc=0" not in out, out      # refused: the cpuset has no CPU 2
-    scope = trixie_boots["foreign-scope"].output
+    scope = isolated_run["foreign-scope"].output
     assert not re.search(r"current affinity list: .*[23]", scope), scope
 
 
-def test_every_thread_of_mxrc_rt_stays_on_the_rt_cpus(trixie_boots):
-    out = trixie_boots["rt-threads"].output
+def test_every_thread_of_mxrc_rt_stays_on_the_rt_cpus(isolated_run):
+    out = isolated_run["rt-threads"].output
     threads = re.findall(r"^thread (\S+)$", out, re.M)
     assert threads and set(threads) == {"2-3"}, out
     assert out.strip().endswith("current affinity list: 2,3"), out   # asking for 0-3 gives 2-3
 
 
-def test_no_foreign_task_may_run_on_an_rt_cpu(trixie_boots):
-    out = trixie_boots["foreign-tasks"].output
+def test_no_foreign_task_may_run_on_an_rt_cpu(isolated_run):
+    out = isolated_run["foreign-tasks"].output
     assert out.strip().endswith("checked") and "foreign" not in out, out
 
 
-def test_interrupts_workqueues_and_idle_states_moved(trixie_boots):
-    out = trixie_boots["isolated"].output
+def test_interrupts_workqueues_and_idle_states_moved(isolated_run):
+    out = isolated_run["isolated"].output
     assert "wq=00000003" in out or "wq=3" in out, out
     irqs = re.findall(r"^/proc/irq/(\d+)/smp_affinity_list=(\S+)$", out, re.M)
     assert irqs, out
@@ -372,6 +390,11 @@ def test_purge_restores_the_system(trixie_boots):
     out = trixie_boots["after-purge"].output
     assert "same-as-before" in out, out
     assert "No such file or directory" in out, out
+
+
+def test_purge_restores_the_system_on_bookworm(bookworm):
+    assert bookworm["purge"].ok, bookworm["purge"].output
+    assert "same-as-before" in bookworm["after-purge"].output, bookworm["after-purge"].output
 
 
 def test_doctor_without_isolcpus_judges_it_with_the_runtime_partition(trixie_boots):

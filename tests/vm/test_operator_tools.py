@@ -97,10 +97,15 @@ BOOTS = [
     ]),
     (testbed.Machine(cpus=4, memory_mib=4608, kernel="rt", append=ISOLATED), [
         ("gate-healthy", GATE),
+        # doctor before the measurements: under emulation their load (busy loops on every CPU,
+        # the tracer's text patching) once stalled mxrc-nonrt's loop past its 5 s budget (run F
+        # of session 9: its stall watchdog restarted it, as it should, and doctor counted that)
+        ("doctor-rt", WAIT_SERVICES + "; " + DOCTOR),
         ("jitter", "mxrc-systemd jitter --cycles 10000 --json; echo rc=$?"),
         ("jitter-text", "mxrc-systemd jitter --cycles 1000 --load; echo rc=$?"),
         ("timerlat", TIMERLAT),
-        ("doctor-rt", WAIT_SERVICES + "; " + DOCTOR),
+        ("stalls", "journalctl -b -o short-monotonic --no-pager -u mxrc-rt.service -u mxrc-nonrt.service "
+                   "| grep -E 'stalled|Watchdog|watchdog' | tail -5; true"),
         ("break", BREAK_RT),
     ]),
     (testbed.Machine(cpus=4, memory_mib=4608, kernel="rt", append=ISOLATED), [
@@ -211,6 +216,7 @@ def test_timerlat_measures_or_says_what_is_missing(run):
     out = run["timerlat"].output
     tracer, rtla = "tracer=timerlat" in out, "rtla=yes" in out
     print(f"trixie's RT kernel timerlat tracer: {'yes' if tracer else 'no'}; rtla in the image: {rtla}")
+    print("stall and watchdog lines of mxrc-rt/mxrc-nonrt after the measurements:\n" + run["stalls"].output)
     if not tracer:
         assert "no timerlat tracer" in out and rc_of(out) == 1, out
     elif not rtla:
