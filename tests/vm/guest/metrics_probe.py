@@ -168,21 +168,41 @@ def http_thread(pid):
     return tids[0] if tids else None
 
 
-def stall(pid, seconds):
+def cpu_ticks(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def stall(pid, seconds, attempts=5):
     """PTRACE_SEIZE + PTRACE_INTERRUPT stop one thread only: the server hangs,
-    the collection loop does not."""
-    tid = http_thread(int(pid))
+    the collection loop does not.
+
+    A thread stopped while it holds the GIL stops every thread of the process,
+    so systemd's watchdog fires without mxrc-monitor seeing why (seen in CI while
+    Prometheus kept the server busy). The stop counts only if the main thread
+    still uses CPU afterwards; else the thread is let go and stopped again.
+    """
+    pid, release_at = int(pid), time.monotonic() + float(seconds)
+    tid = http_thread(pid)
     if tid is None:
         print("stalled=0 reason=no-epoll-thread")
         return 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-    # PTRACE_SEIZE, PTRACE_INTERRUPT
-    if libc.ptrace(0x4206, tid, None, None) != 0 or libc.ptrace(0x4207, tid, None, None) != 0:
-        print(f"stalled=0 errno={ctypes.get_errno()}")
-        return 1
-    print(f"stalled=1 tid={tid}", flush=True)
-    time.sleep(float(seconds))  # the tracer must live: its exit would let the thread go
+    for attempt in range(1, attempts + 1):
+        # PTRACE_SEIZE, PTRACE_INTERRUPT
+        if libc.ptrace(0x4206, tid, None, None) != 0 or libc.ptrace(0x4207, tid, None, None) != 0:
+            print(f"stalled=0 errno={ctypes.get_errno()}")
+            return 1
+        before = cpu_ticks(pid, pid)
+        time.sleep(3)
+        if cpu_ticks(pid, pid) > before or attempt == attempts:
+            break
+        libc.ptrace(17, tid, None, None)   # PTRACE_DETACH: the whole process had stopped
+        time.sleep(0.2)
+    print(f"stalled=1 tid={tid} attempts={attempt}", flush=True)
+    time.sleep(max(0.0, release_at - time.monotonic()))  # the tracer must live: its exit lets the thread go
     return 0
 
 
