@@ -27,8 +27,14 @@ class Command:
     ok: tuple[int, ...] = (0,)
 
 
+def init_cpus(online: frozenset[int], isolated: frozenset[int]) -> frozenset[int]:
+    """The mask the kernel gives init at boot: every online CPU but isolcpus='s (domain) ones."""
+    return (online - isolated) or online
+
+
 def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bool = False,
-                 grub_installed: bool = False, online: frozenset[int] = frozenset()) -> list[Command]:
+                 grub_installed: bool = False, online: frozenset[int] = frozenset(),
+                 isolated: frozenset[int] = frozenset()) -> list[Command]:
     if not changed:
         return []
     # During boot PID 1 is busy starting units: it reads system.conf.d again at
@@ -37,8 +43,11 @@ def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bo
     out = [Command(("systemctl", "daemon-reexec" if reexec else "daemon-reload"))]
     if reexec and MANAGER_CONF in removed and online:
         # Without CPUAffinity= the re-executed manager keeps its old mask (seen
-        # on systemd 257): widen PID 1 and its threads afterwards.
-        out.append(Command(("taskset", "-a", "-p", "-c", format_cpulist(online), "1")))
+        # on systemd 257): give PID 1 and its threads the boot's mask back. Not
+        # every CPU: with isolcpus= the kernel started init without the isolated
+        # ones (seen on bookworm: 0,1 before the install, 0-3 after a purge).
+        cpus = init_cpus(online, isolated)
+        out.append(Command(("taskset", "-a", "-p", "-c", format_cpulist(cpus), "1")))
     if dropin_path(IRQBALANCE) in changed:
         out.append(Command(("systemctl", "try-restart", IRQBALANCE), ok=(0, NOT_LOADED)))
     if GRUB_CONF in changed and grub_installed:

@@ -58,8 +58,9 @@ def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None
     grub = grub_installed(root)
     removed = {path for path in changed if not root.exists(path)}
     if root.systemd_running():
-        online = probe.read_cpus(root).online
-        for cmd in activate.commands_for(changed, removed, booting, grub, online):
+        cpus = probe.read_cpus(root)
+        online = cpus.online
+        for cmd in activate.commands_for(changed, removed, booting, grub, online, cpus.isolated):
             done = process.run(cmd.argv)
             log.info("%s: exit %d", " ".join(cmd.argv), done.rc)
             if done.rc not in cmd.ok:

@@ -188,6 +188,14 @@ def test_what_makes_a_change_take_effect(changed, removed, booting, grub, expect
     assert [c.argv for c in commands] == expected
 
 
+def test_pid1_gets_the_boots_mask_back_without_the_isolcpus_cpus():
+    # bookworm with isolcpus=2-3: init started on 0,1; a purge had widened it to 0-3
+    commands = activate.commands_for({render.MANAGER_CONF}, {render.MANAGER_CONF},
+                                     online=frozenset(range(4)), isolated=frozenset({2, 3}))
+    assert commands[-1].argv == ("taskset", "-a", "-p", "-c", "0-1", "1")
+    assert activate.init_cpus(frozenset({0}), frozenset({0})) == frozenset({0})   # never empty
+
+
 def test_irqbalance_not_installed_is_not_an_error():
     (restart,) = [c for c in activate.commands_for({dropin_path(render.IRQBALANCE)})
                   if "try-restart" in c.argv]

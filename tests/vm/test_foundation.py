@@ -114,7 +114,7 @@ def bookworm(bookworm_image, guest_files):
     steps = [("before", f"{SNAPSHOT} > /root/before; cat /root/before"), *INSTALL,
              *[step for step in ISOLATION if step[0] in BOOKWORM_ISOLATION], *PURGE,
              ("after-purge", f"{SNAPSHOT_FROM_A_NEW_SERVICE} > /root/after; "
-                             "diff /root/before /root/after && echo same-as-before")]
+                             "cat /root/before; echo ---; cat /root/after")]
     return testbed.run_scenario(lambda: testbed.run_steps(bookworm_image, RT_MACHINE, steps, guest_files))
 
 
@@ -392,9 +392,20 @@ def test_purge_restores_the_system(trixie_boots):
     assert "No such file or directory" in out, out
 
 
+def snapshot_values(text: str) -> dict:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 def test_purge_restores_the_system_on_bookworm(bookworm):
+    """With isolcpus=2-3 the kernel starts init (and so every service) on 0,1: the purge gives
+    that back, not every CPU. An IRQ requested after the first snapshot is not compared."""
     assert bookworm["purge"].ok, bookworm["purge"].output
-    assert "same-as-before" in bookworm["after-purge"].output, bookworm["after-purge"].output
+    out = bookworm["after-purge"].output
+    before, after = (snapshot_values(part) for part in out.split("---\n"))
+    assert before["pid1"] == "0,1", out
+    common = before.keys() & after.keys()
+    assert before.keys() - after.keys() == set(), out
+    assert {k: after[k] for k in common} == {k: before[k] for k in common}, out
 
 
 def test_doctor_without_isolcpus_judges_it_with_the_runtime_partition(trixie_boots):
