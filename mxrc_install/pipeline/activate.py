@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from mxrc_install import names
 from mxrc_install.cpulist import format_cpulist
-from mxrc_install.pipeline.render import (CPUSET_PARTITION, FOREIGN_SLICES, GRUB_CONF, IRQBALANCE,
-                                          MANAGER_CONF, dropin_path)
+from mxrc_install.pipeline.render import FOREIGN_SLICES, GRUB_CONF, IRQBALANCE, MANAGER_CONF, dropin_path
 
 UPDATE_GRUB = "/usr/sbin/update-grub"
 GRUB_CFG = "/boot/grub/grub.cfg"
@@ -63,14 +61,8 @@ def cgroup_resets(removed: set[str], online: frozenset[int]) -> dict[str, str]:
     Every online CPU, not the empty default: the kernel refuses an empty
     cpuset for a cgroup with tasks (ENOSPC).
     """
-    resets = {}
-    if dropin_path(names.RT) in removed:
-        # The isolated partition first: its teardown widens its siblings' tasks (PID 1 in
-        # init.scope) on kernels before 6.2, so it must happen before PID 1 gets its mask.
-        resets[CPUSET_PARTITION] = "member"
-    resets.update({f"/sys/fs/cgroup/{s}/cpuset.cpus": format_cpulist(online)
-                   for s in FOREIGN_SLICES if dropin_path(s) in removed and online})
-    return resets
+    return {f"/sys/fs/cgroup/{s}/cpuset.cpus": format_cpulist(online)
+            for s in FOREIGN_SLICES if dropin_path(s) in removed and online}
 
 
 def reboot_note(changed: set[str], grub_installed: bool) -> str | None:

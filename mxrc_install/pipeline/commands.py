@@ -60,8 +60,11 @@ def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None
     if root.systemd_running():
         cpus = probe.read_cpus(root)
         online = cpus.online
-        # The cpusets first: systemd leaves them alone once AllowedCPUs= is gone, and on kernels
-        # before 6.2 widening init.scope's cpuset also widens PID 1, which the commands then set.
+        for cmd in activate.commands_for(changed, removed, booting, grub, online, cpus.isolated):
+            done = process.run(cmd.argv)
+            log.info("%s: exit %d", " ".join(cmd.argv), done.rc)
+            if done.rc not in cmd.ok:
+                print(f"mxrc-systemd: {done.failure()}", file=sys.stderr)
         for path, value in activate.cgroup_resets(removed, online).items():
             if not root.exists(path):   # a slice nobody ever started (machine.slice)
                 continue
@@ -70,11 +73,6 @@ def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None
             except OSError as exc:   # the files are gone already; the slice keeps a narrower cpuset
                 print(f"mxrc-systemd: could not widen {path} to {value}: {exc.strerror}; "
                       "it is reset at the next reboot", file=sys.stderr)
-        for cmd in activate.commands_for(changed, removed, booting, grub, online, cpus.isolated):
-            done = process.run(cmd.argv)
-            log.info("%s: exit %d", " ".join(cmd.argv), done.rc)
-            if done.rc not in cmd.ok:
-                print(f"mxrc-systemd: {done.failure()}", file=sys.stderr)
     note = activate.reboot_note(changed, grub)
     if note:
         print(note)
