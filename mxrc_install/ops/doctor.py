@@ -87,7 +87,7 @@ def check_isolation_service(live: LiveState, placement: plan.Placement) -> list[
     mxrc-rt only Wants= it, so the controller runs when it failed (e.g. timed out): the
     layers it moves are then each reported by the isolation checks, this says why.
     """
-    if placement.isolation != "auto" or placement.rt_cpus == placement.nonrt_cpus:
+    if not placement.isolates_at_runtime:
         return []
     unit = names.ISOLATION
     props = live.properties.get(unit, {})

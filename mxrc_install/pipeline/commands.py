@@ -59,7 +59,7 @@ def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None
     removed = {path for path in changed if not root.exists(path)}
     if root.systemd_running():
         cpus = probe.read_cpus(root)
-        online = cpus.online
+        online = cpus.online   # also for the cpuset resets below
         for cmd in activate.commands_for(changed, removed, booting, grub, online, cpus.isolated):
             done = process.run(cmd.argv)
             log.info("%s: exit %d", " ".join(cmd.argv), done.rc)
@@ -193,7 +193,7 @@ def isolate_command(root: SysRoot, action: str) -> int:
         return EXIT_OK
     _, result = current_plan(root)
     p = result.placement
-    if p.isolation != "auto" or p.rt_cpus == p.nonrt_cpus:
+    if not p.isolates_at_runtime:
         print(f"mxrc-systemd: isolation.mode = {p.isolation}, RT CPUs {format_cpulist(p.rt_cpus)}: "
               "no runtime isolation")
         for line in isolate.stop(root):   # a mode switched off puts back what an earlier start moved

@@ -53,7 +53,7 @@ def settings_for(root: SysRoot, rt: frozenset[int], housekeeping: frozenset[int]
         out.append(Setting(WORKQUEUE_MASK, format_mask(housekeeping), "unbound workqueues"))
     if root.exists(DEFAULT_IRQ_MASK):
         out.append(Setting(DEFAULT_IRQ_MASK, format_mask(housekeeping), "new interrupts"))
-    for path in root.glob("/proc/irq/[0-9]*/smp_affinity_list"):
+    for path in _irq_affinity_paths(root):
         current = _current_cpus(root, path)
         if current and current & rt:
             out.append(Setting(path, format_cpulist(housekeeping), f"irq {path.split('/')[3]}"))
@@ -140,8 +140,18 @@ def start(root: SysRoot, rt: frozenset[int], housekeeping: frozenset[int]) -> li
     return lines
 
 
+def _irq_affinity_paths(root: SysRoot) -> list[str]:
+    return root.glob("/proc/irq/[0-9]*/smp_affinity_list")
+
+
 def _irq_numbers(root: SysRoot) -> set[int]:
-    return {int(path.split("/")[3]) for path in root.glob("/proc/irq/[0-9]*/smp_affinity_list")}
+    return {int(path.split("/")[3]) for path in _irq_affinity_paths(root)}
+
+
+def _put_back(root: SysRoot, path: str, value: str) -> str:
+    """Write an original value back; the report line (with the kernel's refusal, if any)."""
+    error = _write(root, path, value)
+    return f"{path} <- {value}" + (f" (refused: {error})" if error else "")
 
 
 def _restore_new_irqs(root: SysRoot, saved: dict) -> list[str]:
@@ -158,8 +168,7 @@ def _restore_new_irqs(root: SysRoot, saved: dict) -> list[str]:
     for irq in sorted(_irq_numbers(root) - known):
         path = IRQ_AFFINITY.format(irq=irq)
         if _current_cpus(root, path) == ours:
-            error = _write(root, path, format_cpulist(default))
-            lines.append(f"{path} <- {format_cpulist(default)}" + (f" (refused: {error})" if error else ""))
+            lines.append(_put_back(root, path, format_cpulist(default)))
     return lines
 
 
@@ -190,8 +199,7 @@ def stop(root: SysRoot) -> list[str]:
     lines = []
     for path, value in sorted(saved.get("settings", {}).items()):
         if value:
-            error = _write(root, path, value)
-            lines.append(f"{path} <- {value}" + (f" (refused: {error})" if error else ""))
+            lines.append(_put_back(root, path, value))
     lines += _restore_new_irqs(root, saved)
     for pid, cpus in saved.get("kthreads", {}).items():
         try:

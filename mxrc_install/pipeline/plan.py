@@ -61,6 +61,11 @@ class Placement:
     isolation: str = "auto"
     boot_cmdline: bool = False
 
+    @property
+    def isolates_at_runtime(self) -> bool:
+        """isolation.mode=auto with RT CPUs that are not every CPU: there is a rest to keep off them."""
+        return self.isolation == "auto" and self.rt_cpus != self.nonrt_cpus
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:

@@ -71,7 +71,7 @@ def mxrc_dropins(p) -> dict:
 
 def isolation_dropins(p) -> dict:
     """Runtime isolation (mode auto): everything else off the RT CPUs, no reboot needed."""
-    if p.isolation != "auto" or p.rt_cpus == p.nonrt_cpus:
+    if not p.isolates_at_runtime:
         return {}
     housekeeping, rt = _spaced(p.nonrt_cpus), format_cpulist(p.rt_cpus)
     out = {s: f"[Slice]\nAllowedCPUs=\nAllowedCPUs={housekeeping}\n" for s in FOREIGN_SLICES}

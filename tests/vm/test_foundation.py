@@ -393,6 +393,7 @@ def test_purge_restores_the_system(trixie_boots):
 
 
 def snapshot_values(text: str) -> dict:
+    """SNAPSHOT's lines as key -> value (keys are paths and names with digits: not scenarios.values())."""
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
