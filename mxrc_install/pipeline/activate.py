@@ -19,6 +19,8 @@ from mxrc_install.pipeline.render import FOREIGN_SLICES, GRUB_CONF, IRQBALANCE, 
 UPDATE_GRUB = "/usr/sbin/update-grub"
 GRUB_CFG = "/boot/grub/grub.cfg"
 NOT_LOADED = 5   # systemctl's exit code for a unit that is not installed
+# PID 1's boot mask, for the postrm (debian/mxrc-systemd.postrm, restore_init_cpus).
+INIT_CPUS_NOTE = "/run/mxrc-systemd/init-cpus"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,21 @@ def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bo
     if GRUB_CONF in changed and grub_installed:
         out.append(Command((UPDATE_GRUB,)))
     return out
+
+
+def init_cpus_note(removed: set[str], online: frozenset[int], isolated: frozenset[int],
+                   booting: bool = False) -> dict[str, str]:
+    """File -> text: the mask commands_for gives PID 1 back, for the postrm to give it again.
+
+    Kernels before 6.2 set every task of a cgroup to the root cpuset's CPUs
+    (all of them, isolcpus= or not) when systemd turns the cpuset controller
+    off, and systemd does that only once mxrc.slice is gone, after the
+    package's unit files (seen on bookworm: PID 1 on 0,1 after the prerm,
+    on 0-3 after the purge).
+    """
+    if booting or MANAGER_CONF not in removed or not online:
+        return {}
+    return {INIT_CPUS_NOTE: format_cpulist(init_cpus(online, isolated)) + "\n"}
 
 
 def cgroup_resets(removed: set[str], online: frozenset[int]) -> dict[str, str]:

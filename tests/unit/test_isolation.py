@@ -3,6 +3,7 @@ writes and puts back, and what makes the changes take effect."""
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from sysroots import Hardware, build, write
@@ -13,6 +14,8 @@ from mxrc_install.pipeline import activate, isolate, plan, probe, render
 from mxrc_install.pipeline.config import Config
 from mxrc_install.pipeline.report import dropin_path
 from mxrc_install.sysroot import SysRoot
+
+REPO = Path(__file__).resolve().parents[2]
 
 SPEC = Hardware(cpus=4, cmdline="isolcpus=2-3", preempt_rt=True)
 
@@ -194,6 +197,17 @@ def test_pid1_gets_the_boots_mask_back_without_the_isolcpus_cpus():
                                      online=frozenset(range(4)), isolated=frozenset({2, 3}))
     assert commands[-1].argv == ("taskset", "-a", "-p", "-c", "0-1", "1")
     assert activate.init_cpus(frozenset({0}), frozenset({0})) == frozenset({0})   # never empty
+
+
+def test_the_boots_mask_is_noted_for_the_postrm():
+    """The postrm gives PID 1 this mask again once systemd drops the cpuset controller (kernel < 6.2)."""
+    online, isolated = frozenset(range(4)), frozenset({2, 3})
+    removed = {render.MANAGER_CONF}
+    assert activate.init_cpus_note(removed, online, isolated) == {activate.INIT_CPUS_NOTE: "0-1\n"}
+    assert activate.init_cpus_note(set(), online, isolated) == {}   # apply, not uninstall
+    assert activate.init_cpus_note(removed, online, isolated, booting=True) == {}   # no taskset then
+    postrm = (REPO / "debian/mxrc-systemd.postrm").read_text()
+    assert f"note={activate.INIT_CPUS_NOTE}\n" in postrm
 
 
 def test_irqbalance_not_installed_is_not_an_error():

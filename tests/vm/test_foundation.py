@@ -413,10 +413,9 @@ def test_purge_restores_the_system_on_bookworm(bookworm):
     assert {k: after[k] for k in common} == {k: before[k] for k in common}, (before, after)
 
 
-@pytest.mark.xfail(reason="open #10 defect: with isolcpus=2-3 the kernel starts init on 0,1; after "
-                          "the purge PID 1 is on 0-3 (seen on bookworm, kernel 6.1, also after the "
-                          "uninstall sets it to online minus isolcpus=: something widens it later)")
 def test_purge_gives_pid1_the_boots_mask_on_bookworm(bookworm):
+    """isolcpus=2-3: the kernel starts init on 0,1. Kernel 6.1 gives every task all CPUs when systemd
+    turns the cpuset controller off after the unit files go: the postrm gives PID 1 its mask again."""
     before, after = bookworm_snapshots(bookworm)
     assert before["pid1"] == "0,1"
     assert (after["pid1"], after["runner"]) == (before["pid1"], before["runner"])
