@@ -81,7 +81,6 @@ class Monitor:
         changed_any = False
         try:
             for unit, changed in self.bus.wait(timeout):
-                changed_any = True
                 if changed == RESEED:
                     for name in (self.states if unit == ALL_UNITS else (unit,)):
                         self.states[name].reconcile(self.bus.seed(name))
@@ -90,19 +89,22 @@ class Monitor:
                 elif not self.states[unit].exists:
                     # Loaded since we looked (a missed UnitNew): LoadState is never signalled.
                     self.states[unit].reconcile(self.bus.seed(unit))
-                else:
-                    self._fold(unit, changed)
+                elif not self._fold(unit, changed):
+                    continue
+                changed_any = True
         except BusError as exc:
             self._lost(exc)
         return changed_any
 
-    def _fold(self, unit: str, changed: dict) -> None:
+    def _fold(self, unit: str, changed: dict) -> bool:
+        """Take one PropertiesChanged; True when it changed what the exporter serves."""
         state = self.states[unit]
         starting = changed.get("ActiveState") == "active" and state.active_state != "active"
-        state.update(changed)
+        served = state.update(changed)
         if starting and unit.endswith(".service"):
             # Not signalled: a restart may have brought a new WatchdogSec= or slice.
             state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
+        return served
 
     def _read_watchdog_pings(self) -> None:
         for unit, state in self.states.items():

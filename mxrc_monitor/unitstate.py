@@ -53,9 +53,16 @@ class UnitState:
         """
         self._take(props, count_result=False)
 
-    def update(self, props: dict) -> None:
-        """Take a PropertiesChanged set."""
+    def update(self, props: dict) -> bool:
+        """Take a PropertiesChanged set; True when it changed what the exporter serves.
+
+        systemd signals every change of a unit, most of them nothing served
+        here: a STATUS= line each second (MXRC's RT loop reports its latency so)
+        would otherwise make a new snapshot, with its cgroup reads, each time.
+        """
+        before = self.copy()
         self._take(props, count_result=True)
+        return self != before
 
     def reconcile(self, props: dict) -> None:
         """Take a full read after a gap (reconnect, reload, unit loaded again).

@@ -332,6 +332,17 @@ def test_a_published_snapshot_does_not_change_afterwards(rig):
 
 # -- publishing ---------------------------------------------------------------
 
+def test_a_change_nothing_served_depends_on_makes_no_new_snapshot(rig):
+    """The RT loop's STATUS= each second is a PropertiesChanged of StatusText (and of the Unit
+    interface's unchanged states): no snapshot for it, and no cgroup reads with it."""
+    monitor, bus, _ = rig
+    bus.emit(RT, StatusText="cpus=2,3, 1000 Hz, wake-up latency us min 3 avg 5 max 19")
+    bus.emit(RT, ActiveState="active", SubState="running")
+    assert monitor.listen(0) is False
+    bus.emit(RT, StatusText="stalled", NRestarts=1)
+    assert monitor.listen(0) is True
+
+
 def test_listen_says_whether_a_unit_changed_and_snapshot_asks_the_bus_nothing(rig):
     monitor, bus, _ = rig
     assert monitor.listen(0) is False
