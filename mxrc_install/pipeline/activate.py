@@ -43,13 +43,9 @@ def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bo
     # the next boot, and the slices' cpusets already keep everyone else off.
     reexec = MANAGER_CONF in changed and not booting
     out = [Command(("systemctl", "daemon-reexec" if reexec else "daemon-reload"))]
-    if reexec and MANAGER_CONF in removed and online:
-        # Without CPUAffinity= the re-executed manager keeps its old mask (seen
-        # on systemd 257): give PID 1 and its threads the boot's mask back. Not
-        # every CPU: with isolcpus= the kernel started init without the isolated
-        # ones (seen on bookworm: 0,1 before the install, 0-3 after a purge).
-        cpus = init_cpus(online, isolated)
-        out.append(Command(("taskset", "-a", "-p", "-c", format_cpulist(cpus), "1")))
+    mask = pid1_mask(removed, booting, online, isolated)
+    if mask:
+        out.append(Command(("taskset", "-a", "-p", "-c", format_cpulist(mask), "1")))
     if dropin_path(IRQBALANCE) in changed:
         out.append(Command(("systemctl", "try-restart", IRQBALANCE), ok=(0, NOT_LOADED)))
     if GRUB_CONF in changed and grub_installed:
@@ -57,9 +53,23 @@ def commands_for(changed: set[str], removed: set[str] = frozenset(), booting: bo
     return out
 
 
+def pid1_mask(removed: set[str], booting: bool, online: frozenset[int],
+              isolated: frozenset[int]) -> frozenset[int] | None:
+    """The CPUs PID 1 gets back when the manager's CPUAffinity= goes away; None: nothing to give back.
+
+    Without CPUAffinity= the re-executed manager keeps its old mask (seen on
+    systemd 257), and mid-boot there is no re-exec. Not every CPU: with
+    isolcpus= the kernel started init without the isolated ones (seen on
+    bookworm: 0,1 before the install, 0-3 after a purge).
+    """
+    if booting or MANAGER_CONF not in removed or not online:
+        return None
+    return init_cpus(online, isolated)
+
+
 def init_cpus_note(removed: set[str], online: frozenset[int], isolated: frozenset[int],
                    booting: bool = False) -> dict[str, str]:
-    """File -> text: the mask commands_for gives PID 1 back, for the postrm to give it again.
+    """File -> text: pid1_mask, for the postrm to give PID 1 again.
 
     Kernels before 6.2 set every task of a cgroup to the root cpuset's CPUs
     (all of them, isolcpus= or not) when systemd turns the cpuset controller
@@ -67,9 +77,8 @@ def init_cpus_note(removed: set[str], online: frozenset[int], isolated: frozense
     package's unit files (seen on bookworm: PID 1 on 0,1 after the prerm,
     on 0-3 after the purge).
     """
-    if booting or MANAGER_CONF not in removed or not online:
-        return {}
-    return {INIT_CPUS_NOTE: format_cpulist(init_cpus(online, isolated)) + "\n"}
+    mask = pid1_mask(removed, booting, online, isolated)
+    return {INIT_CPUS_NOTE: format_cpulist(mask) + "\n"} if mask else {}
 
 
 def cgroup_resets(removed: set[str], online: frozenset[int]) -> dict[str, str]:

@@ -66,8 +66,7 @@ def take_effect(root: SysRoot, changed: set[str], booting: bool = False) -> None
             if done.rc not in cmd.ok:
                 print(f"mxrc-systemd: {done.failure()}", file=sys.stderr)
         for path, text in activate.init_cpus_note(removed, online, cpus.isolated, booting).items():
-            root.path(path).parent.mkdir(parents=True, exist_ok=True)
-            root.path(path).write_text(text)
+            apply.write_under(root, path, text)
         for path, value in activate.cgroup_resets(removed, online).items():
             if not root.exists(path):   # a slice nobody ever started (machine.slice)
                 continue
