@@ -31,10 +31,15 @@ STABLE_SECONDS = 10.0
 WATCH_LIMIT_SECONDS = 50.0  # under the unit's TimeoutStartSec=
 
 
+def gave_up(active_state: str, sub_state: str) -> bool:
+    return sub_state != "auto-restart" and active_state in ("failed", "inactive")
+
+
 @dataclasses.dataclass(frozen=True)
 class FailureEvent:
     unit: str
-    result: str  # $MONITOR_SERVICE_RESULT: watchdog, oom-kill, exit-code, start-limit-hit...
+    result: str  # why it failed: watchdog, oom-kill, exit-code, start-limit-hit...
+    trigger_result: str  # $MONITOR_SERVICE_RESULT: the failure that started this handler
     exit_code: str
     exit_status: str
     invocation_id: str
@@ -46,7 +51,7 @@ class FailureEvent:
     @property
     def final(self) -> bool:
         """systemd has stopped trying: failover must take over."""
-        return self.sub_state != "auto-restart" and self.active_state in ("failed", "inactive")
+        return gave_up(self.active_state, self.sub_state)
 
     def summary(self) -> str:
         kind = "final" if self.final else "transient (systemd restarts it)"
@@ -60,14 +65,21 @@ def event_from(unit: str, env: dict[str, str], props: dict[str, str], now: float
         restarts = int(props.get("NRestarts", "0"))
     except ValueError:
         restarts = 0
+    trigger = env.get("MONITOR_SERVICE_RESULT", "")
+    active, sub = props.get("ActiveState", ""), props.get("SubState", "")
+    # A handler started by one failure watches on (settle), and a later failure
+    # merges into its run: when systemd gave up, its Result says why, not the
+    # failure that happened to start the watch.
+    result = (props.get("Result") if gave_up(active, sub) else None) or trigger or props.get("Result", "")
     return FailureEvent(
         unit=unit,
-        result=env.get("MONITOR_SERVICE_RESULT") or props.get("Result", ""),
+        result=result,
+        trigger_result=trigger,
         exit_code=env.get("MONITOR_EXIT_CODE", ""),
         exit_status=env.get("MONITOR_EXIT_STATUS", ""),
         invocation_id=env.get("MONITOR_INVOCATION_ID", ""),
-        active_state=props.get("ActiveState", ""),
-        sub_state=props.get("SubState", ""),
+        active_state=active,
+        sub_state=sub,
         restarts=restarts,
         timestamp=now,
     )

@@ -26,13 +26,24 @@ def test_final_only_when_systemd_gave_up(active, sub, final):
     assert event.final is final
 
 
-def test_event_prefers_monitor_environment():
+def test_a_transient_event_takes_the_monitor_environment():
     env = {"MONITOR_SERVICE_RESULT": "oom-kill", "MONITOR_EXIT_CODE": "killed",
            "MONITOR_EXIT_STATUS": "KILL", "MONITOR_INVOCATION_ID": "abc"}
-    event = failover.event_from("mxrc-rt.service", env, parse_one(SHOW), 1.5)
+    props = {"ActiveState": "activating", "SubState": "auto-restart", "Result": "success", "NRestarts": "1"}
+    event = failover.event_from("mxrc-rt.service", env, props, 1.5)
     assert (event.result, event.exit_code, event.exit_status, event.restarts) == \
-        ("oom-kill", "killed", "KILL", 5)
-    assert "oom-kill" in event.summary() and "final" in event.summary()
+        ("oom-kill", "killed", "KILL", 1)
+    assert "oom-kill" in event.summary() and "transient" in event.summary()
+
+
+def test_a_final_event_says_why_systemd_gave_up_not_what_started_the_watch():
+    # The CI drill run: a handler started by an OOM kill watched on while a
+    # restart storm merged into its run; the final failure was the storm's.
+    env = {"MONITOR_SERVICE_RESULT": "oom-kill"}
+    storm = {"ActiveState": "failed", "SubState": "failed", "Result": "start-limit-hit", "NRestarts": "5"}
+    event = failover.event_from("mxrc-rt.service", env, storm, 1.5)
+    assert (event.result, event.trigger_result, event.final) == ("start-limit-hit", "oom-kill", True)
+    assert "start-limit-hit" in event.summary() and "final" in event.summary()
 
 
 def test_event_falls_back_to_unit_result_and_tolerates_garbage():
