@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 5.0
 TASK_SCAN_FACTOR = 50   # the RT task scan runs at most every 50x its own duration: <= 2% of one CPU
+TASK_SCAN_SECONDS = 10.0  # and at most every 10 s: a task on an RT CPU stays until someone moves it
 
 
 class Monitor:
@@ -159,11 +160,13 @@ class Monitor:
         return rtcpu.cpus_from_mask(state.cpu_affinity) or rtcpu.cpus_from_mask(state.allowed_cpus)
 
     def _sample_rt(self):
-        """Counters every tick; the task scan at most every TASK_SCAN_FACTOR times its own last duration.
+        """Counters every tick; the task scan every TASK_SCAN_SECONDS, or TASK_SCAN_FACTOR times
+        its own last duration when that is longer.
 
-        The scan walks the whole cgroup tree; on a slow machine (or under
-        emulation) it would dominate the exporter's CPU, so it paces itself to
-        about 1/TASK_SCAN_FACTOR of one CPU and its result is kept in between.
+        The scan walks the cgroup tree; at every tick it was a third of the
+        exporter's CPU in a TCG VM, for a figure that changes only when a task
+        is started or moved. On a slow machine it paces itself to at most
+        1/TASK_SCAN_FACTOR of one CPU; its result is kept in between.
         """
         cpus = self.rt_cpus()
         if not cpus:
@@ -178,7 +181,8 @@ class Monitor:
                 found = rtcpu.scan_tasks(cpus, state.control_group if state else None, self.cgroup_root,
                                          self.affinity)
                 self._tasks = (cpus, found)
-                self._next_scan = now + max(0.0, TASK_SCAN_FACTOR * (time.perf_counter() - started))
+                took = time.perf_counter() - started
+                self._next_scan = now + max(TASK_SCAN_SECONDS, TASK_SCAN_FACTOR * took)
         except (OSError, ValueError) as exc:
             self.errors += 1
             log.debug("cannot read the RT CPUs' interrupts: %s", exc)

@@ -156,3 +156,17 @@ def test_the_task_scan_paces_itself_and_the_counters_do_not(rt_rig, tmp_path, mo
     assert len(scans) == 1                                              # paced
     assert value(s, "mxrc_rt_cpu_interrupts_total", cpu="2") == 225     # fresh
     assert value(s, "mxrc_rt_cpu_foreign_tasks", cpu="2") == 2          # kept from the scan
+
+
+def test_a_quick_task_scan_still_waits_its_interval(rt_rig, monkeypatch):
+    import mxrc_monitor.monitor as monitor_mod
+    monitor, _ = rt_rig
+    scans = []
+    real = rtcpu.scan_tasks
+    monkeypatch.setattr(monitor_mod.rtcpu, "scan_tasks", lambda *a: scans.append(monitor.clock()) or real(*a))
+    for _ in range(25):   # 25 one-second ticks
+        monitor.refresh()
+        monitor.clock.now += 1.0
+    start = scans[0]
+    every = monitor_mod.TASK_SCAN_SECONDS
+    assert [t - start for t in scans] == [0.0, every, 2 * every]
