@@ -35,6 +35,7 @@ def _family(kind, name, doc, labels=("name",)):
 
 
 def unit_families(snap: Snapshot):
+    """What systemd signalled: the same text for as long as the units' states are equal."""
     known = [u for u in snap.units if u.exists]
     state = _family(GaugeMetricFamily, "systemd_unit_state",
                     "Systemd unit: 1 for the current ActiveState (as systemd_exporter)",
@@ -48,8 +49,6 @@ def unit_families(snap: Snapshot):
                        ("name", "result"))
     wd_timeout = _family(GaugeMetricFamily, "systemd_unit_watchdog_timeout_seconds",
                          "WatchdogSec= in force; 0 when the watchdog is off")
-    wd_age = _family(GaugeMetricFamily, "systemd_unit_watchdog_last_ping_age_seconds",
-                     "Seconds since the service's last WATCHDOG=1 (absent while not armed)")
     for u in known:
         for s in STATES:
             state.add_metric([u.name, u.unit_type, s], 1.0 if u.active_state == s else 0.0)
@@ -59,9 +58,22 @@ def unit_families(snap: Snapshot):
             for result, count in sorted(u.failures_total.items()):
                 failures.add_metric([u.name, result], count)
             wd_timeout.add_metric([u.name], u.watchdog_usec / 1e6)
-        if u.name in snap.watchdog_ages:
+    return state, restarts, service_restarts, failures, wd_timeout
+
+
+def unit_families_key(snap: Snapshot) -> tuple:
+    """Everything unit_families() reads: equal keys, equal text (a ping's timestamp is not in it)."""
+    return tuple((u.name, u.exists, u.active_state, u.restarts_total, tuple(u.failures_total.items()),
+                  u.watchdog_usec) for u in snap.units)
+
+
+def watchdog_families(snap: Snapshot):
+    wd_age = _family(GaugeMetricFamily, "systemd_unit_watchdog_last_ping_age_seconds",
+                     "Seconds since the service's last WATCHDOG=1 (absent while not armed)")
+    for u in snap.units:
+        if u.exists and u.name in snap.watchdog_ages:
             wd_age.add_metric([u.name], snap.watchdog_ages[u.name])
-    return state, restarts, service_restarts, failures, wd_timeout, wd_age
+    yield wd_age
 
 
 def cgroup_families(snap: Snapshot):
@@ -126,6 +138,13 @@ def health_families(snap: Snapshot):
 
 
 class SnapshotCollector:
+    """Every family of the snapshot being served.
+
+    text_parts() splits them for rendering: the units' states change only
+    when systemd signals something, so their text (two thirds of the
+    samples) is rendered again only then, not at every snapshot.
+    """
+
     def __init__(self):
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
@@ -145,6 +164,17 @@ class SnapshotCollector:
     @staticmethod
     def collect_from(snap: Snapshot):
         yield from unit_families(snap)
+        yield from SnapshotCollector.moving_families(snap)
+
+    @staticmethod
+    def moving_families(snap: Snapshot):
+        yield from watchdog_families(snap)
         yield from cgroup_families(snap)
         yield from rt_families(snap)
         yield from health_families(snap)
+
+    def text_parts(self):
+        """[(key, collect)]: a part's text may be reused while its key compares equal."""
+        snap = self.snapshot
+        return [(unit_families_key(snap), lambda: unit_families(snap)),
+                (None, lambda: self.moving_families(snap))]

@@ -14,8 +14,6 @@ import sys
 import threading
 import time
 
-from prometheus_client import CollectorRegistry
-
 from mxrc_install import names
 from mxrc_monitor.collector import SnapshotCollector
 from mxrc_monitor.monitor import Monitor
@@ -219,12 +217,11 @@ def main(argv=None) -> int:
     collector = SnapshotCollector()
     monitor.connect()
     collector.publish(monitor.refresh())
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    server = serve_mod.Server(Exposition(registry, lambda: collector.snapshot), sockets, limits,
+    exposition = Exposition([collector], lambda: collector.snapshot)
+    server = serve_mod.Server(exposition, sockets, limits,
                               ssl_context=web.ssl_context, headers=web.headers,
                               auth=webconfig.BasicAuth(web.users) if web.users else None)
-    registry.register(SelfCollector(lambda: server.stats))
+    exposition.add(SelfCollector(lambda: server.stats))
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -33,7 +33,8 @@ def start_time(proc_self: Path, now: float, boottime: float) -> float | None:
 
 
 def process_families(proc_self: Path = Path("/proc/self"), now=time.time,
-                     boottime=lambda: time.clock_gettime(time.CLOCK_BOOTTIME)):
+                     boottime=lambda: time.clock_gettime(time.CLOCK_BOOTTIME), started=None):
+    """process_*; started (the start time, which never changes) saves a read when the caller keeps it."""
     times = os.times()
     yield CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time spent in seconds.",
                               value=times.user + times.system)
@@ -53,7 +54,8 @@ def process_families(proc_self: Path = Path("/proc/self"), now=time.time,
         yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", value=fds)
     yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.",
                             value=resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    started = start_time(proc_self, now(), boottime())
+    if started is None:
+        started = start_time(proc_self, now(), boottime())
     if started is not None:
         yield GaugeMetricFamily("process_start_time_seconds",
                                 "Start time of the process since unix epoch in seconds.", value=started)
@@ -87,9 +89,12 @@ class SelfCollector:
     def __init__(self, stats_of=lambda: None, proc_self: Path = Path("/proc/self")):
         self.stats_of = stats_of
         self.proc_self = proc_self
+        self.started = None
 
     def collect(self):
-        yield from process_families(self.proc_self)
+        if self.started is None:
+            self.started = start_time(self.proc_self, time.time(), time.clock_gettime(time.CLOCK_BOOTTIME))
+        yield from process_families(self.proc_self, started=self.started)
         yield build_info()
         stats = self.stats_of()
         if stats is not None:

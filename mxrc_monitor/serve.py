@@ -54,15 +54,29 @@ TEXT = "text/plain; charset=utf-8"
 
 
 class Exposition:
-    """The rendered registry, cached per snapshot (snapshot_of() returns the current one)."""
+    """The collectors' text, rendered at most once per snapshot (snapshot_of() returns the current one).
 
-    def __init__(self, registry: CollectorRegistry, snapshot_of):
-        self.registry = registry
+    The Prometheus text format is the collectors' texts one after the other,
+    so a collector with text_parts() (see SnapshotCollector) has each part
+    rendered again only when its key changed; OpenMetrics (one # EOF for the
+    whole) is rendered from the registry in one piece.
+    """
+
+    def __init__(self, collectors, snapshot_of):
+        self.collectors = list(collectors)
+        self.registry = CollectorRegistry(auto_describe=False)
+        for collector in self.collectors:
+            self.registry.register(collector)
         self.snapshot_of = snapshot_of
         self._lock = threading.Lock()
         self._key = None
         self._bodies: dict[tuple[bool, bool], bytes] = {}
+        self._parts: dict[tuple[int, int], tuple[object, bytes]] = {}  # (collector, part) -> (key, text)
         self.renders = 0
+
+    def add(self, collector) -> None:
+        self.collectors.append(collector)
+        self.registry.register(collector)
 
     def body(self, openmetrics_format: bool = False, gzipped: bool = False) -> bytes:
         with self._lock:
@@ -82,10 +96,30 @@ class Exposition:
     def body_unlocked(self, openmetrics_format: bool) -> bytes:
         key = (openmetrics_format, False)
         if key not in self._bodies:
-            render = openmetrics.generate_latest if openmetrics_format else generate_latest
-            self._bodies[key] = render(self.registry)
+            self._bodies[key] = (openmetrics.generate_latest(self.registry) if openmetrics_format
+                                 else self._text())
             self.renders += 1
         return self._bodies[key]
+
+    def _text(self) -> bytes:
+        out = []
+        for i, collector in enumerate(self.collectors):
+            parts = (collector.text_parts() if hasattr(collector, "text_parts")
+                     else [(None, collector.collect)])
+            for j, (key, collect) in enumerate(parts):
+                cached = self._parts.get((i, j))
+                if key is None or cached is None or cached[0] != key:
+                    cached = (key, generate_latest(_Families(collect)))
+                    self._parts[(i, j)] = cached
+                out.append(cached[1])
+        return b"".join(out)
+
+
+class _Families:
+    """What generate_latest() needs of a registry: collect()."""
+
+    def __init__(self, collect):
+        self.collect = collect
 
 
 @dataclasses.dataclass(frozen=True)

@@ -309,15 +309,70 @@ def test_metrics_rendered_once_per_snapshot(rig):
     from mxrc_monitor.serve import Exposition
     monitor, _, _ = rig
     collector = SnapshotCollector()
-    registry = CollectorRegistry()
-    registry.register(collector)
-    exposition = Exposition(registry, lambda: collector.snapshot)
+    exposition = Exposition([collector], lambda: collector.snapshot)
     collector.publish(monitor.refresh())
     first = exposition.body()
     assert exposition.body() is first and exposition.renders == 1
     collector.publish(monitor.refresh())
     exposition.body()
     assert exposition.renders == 2 and b'systemd_unit_restart_total{name="mxrc-rt.service"}' in first
+
+
+def samples_of(text: bytes) -> set:
+    return {(s.name, tuple(sorted(s.labels.items())), s.value)
+            for f in text_string_to_metric_families(text.decode()) for s in f.samples}
+
+
+def test_the_units_text_is_rendered_again_only_when_a_unit_changed(rig, monkeypatch):
+    from mxrc_monitor import collector as collector_mod
+    from mxrc_monitor.serve import Exposition
+    monitor, bus, clock = rig
+    calls = []
+    real = collector_mod.unit_families
+    monkeypatch.setattr(collector_mod, "unit_families", lambda snap: calls.append(1) or real(snap))
+    collector = SnapshotCollector()
+    exposition = Exposition([collector], lambda: collector.snapshot)
+    for tick in range(3):   # the watchdog ping moves, CPU and memory are read again: units unchanged
+        clock.now += 1
+        bus.props[RT]["WatchdogTimestampMonotonic"] += 1_000_000
+        collector.publish(monitor.refresh())
+        body = exposition.body()
+    assert (exposition.renders, len(calls)) == (3, 1)
+    watchdog_kill(bus, restarts_after=1)
+    monitor.listen(0)
+    collector.publish(monitor.refresh())
+    body = exposition.body()
+    assert len(calls) == 2 and b'systemd_unit_restart_total{name="mxrc-rt.service"} 1.0' in body
+    # The parts together say exactly what the whole registry says.
+    assert samples_of(body) == samples_of(generate_latest(exposition.registry))
+
+
+def test_the_units_key_changes_whenever_their_text_does(rig):
+    """Every field of UnitState changed in turn: a field the text reads must be in the key."""
+    import dataclasses
+    from mxrc_monitor.collector import unit_families, unit_families_key
+    from mxrc_monitor.serve import _Families
+    monitor, _, _ = rig
+    base = monitor.refresh()
+    other = {str: "x", int: 7, bytes: b"\x04"}
+    for field in dataclasses.fields(UnitState):
+        units = []
+        for u in base.units:
+            if field.name == "failures_total":
+                changed = dataclasses.replace(u, failures_total={**u.failures_total, "watchdog": 9})
+            elif field.name == "name":
+                continue
+            else:
+                value = getattr(u, field.name)
+                new = {"load_state": "not-found", "active_state": "failed"}.get(field.name)
+                changed = dataclasses.replace(u, **{field.name: new or other.get(type(value), "x")})
+            units.append(changed)
+        if not units:
+            continue
+        snap = dataclasses.replace(base, units=tuple(units))
+        text = generate_latest(_Families(lambda s=snap: unit_families(s)))
+        if text != generate_latest(_Families(lambda: unit_families(base))):
+            assert unit_families_key(snap) != unit_families_key(base), field.name
 
 
 def test_a_published_snapshot_does_not_change_afterwards(rig):
@@ -446,16 +501,26 @@ def test_a_failure_during_a_bus_gap_is_counted_on_reconnect(rig):
 
 def test_a_cgroup_removed_mid_read_is_not_an_error(rig, monkeypatch):
     import errno
+    import os
     monitor, _, _ = rig
-    real_open = open
+    real_open, real_read = os.open, os.read
+    gone = set()
 
-    def vanishing(path, *a, **kw):
+    def opening(path, *a, **kw):
+        fd = real_open(path, *a, **kw)
         if str(path).endswith("memory.current"):
-            raise OSError(errno.ENODEV, "No such device")
-        return real_open(path, *a, **kw)
+            gone.add(fd)
+        return fd
 
-    monkeypatch.setattr("builtins.open", vanishing)
+    def reading(fd, n):
+        if fd in gone:   # opened, then the cgroup was removed: the kernel answers ENODEV
+            raise OSError(errno.ENODEV, "No such device")
+        return real_read(fd, n)
+
+    monkeypatch.setattr(cgroup.os, "open", opening)
+    monkeypatch.setattr(cgroup.os, "read", reading)
     s = scrape(monitor.refresh())
+    assert gone
     assert value(s, "mxrc_monitor_collection_errors_total") == 0
     assert value(s, "systemd_unit_cpu_seconds_total", name=RT, type="service", mode="user") == 2.0
 

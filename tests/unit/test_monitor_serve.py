@@ -7,7 +7,6 @@ import struct
 import time
 
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from mxrc_monitor import main, serve
@@ -24,10 +23,8 @@ def start(request):
     servers = []
 
     def _start(**limits):
-        registry = CollectorRegistry()
-        registry.register(OneGauge())
         snapshot = object()
-        server = Server(Exposition(registry, lambda: snapshot), [serve.listen("127.0.0.1", 0)],
+        server = Server(Exposition([OneGauge()], lambda: snapshot), [serve.listen("127.0.0.1", 0)],
                         Limits(**limits))
         server.start()
         servers.append(server)
@@ -359,12 +356,10 @@ def test_a_burst_of_scrapes_above_max_requests_is_served_when_each_is_quick(star
 def test_a_flood_waiting_in_the_backlog_is_taken_a_batch_at_a_time():
     """120 connections already queued when the server starts: asyncio would accept all of them in one
     wake-up with backlog=4096 (the descriptors the VM ran out of); in batches, evictions keep up."""
-    registry = CollectorRegistry()
-    registry.register(OneGauge())
     snapshot = object()
     sock = serve.listen("127.0.0.1", 0)
     clients = [socket.create_connection(sock.getsockname(), timeout=5) for _ in range(120)]
-    server = Server(Exposition(registry, lambda: snapshot), [sock], Limits(max_connections=20))
+    server = Server(Exposition([OneGauge()], lambda: snapshot), [sock], Limits(max_connections=20))
     try:
         server.start()
         wait_for(lambda: server.accepted == 120)
@@ -394,10 +389,8 @@ def test_sockets_systemd_passed_are_served(start):
     env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"}
     (passed,) = main.systemd_sockets(env, first_fd=60)
     assert passed.getsockname() == listener.getsockname()
-    registry = CollectorRegistry()
-    registry.register(OneGauge())
     snapshot = object()
-    server = Server(Exposition(registry, lambda: snapshot), [passed])
+    server = Server(Exposition([OneGauge()], lambda: snapshot), [passed])
     server.start()
     try:
         assert ask(server, "GET /metrics HTTP/1.1\r\n\r\n")[0].endswith("200 OK")

@@ -32,11 +32,8 @@ def serving(request):
     servers = []
 
     def _start(config):
-        from prometheus_client import CollectorRegistry
-        registry = CollectorRegistry()
-        registry.register(OneGauge())
         snapshot = object()
-        server = Server(Exposition(registry, lambda: snapshot), [serve.listen("127.0.0.1", 0)],
+        server = Server(Exposition([OneGauge()], lambda: snapshot), [serve.listen("127.0.0.1", 0)],
                         ssl_context=config.ssl_context, headers=config.headers,
                         auth=webconfig.BasicAuth(config.users) if config.users else None)
         server.start()
