@@ -17,6 +17,8 @@ from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
 from jeepney.low_level import HeaderFields, MessageType
 
+from mxrc_monitor.dbus_skim import SkimmingParser
+
 log = logging.getLogger(__name__)
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -32,6 +34,8 @@ SEED_PROPERTIES = {
     SERVICE_IFACE: ("Type", "Result", "NRestarts", "WatchdogUSec", "WatchdogTimestampMonotonic",
                     "ControlGroup", "CPUAffinity", "AllowedCPUs"),
 }
+# All that UnitState takes from a PropertiesChanged: the rest of its body is skipped, not decoded.
+SIGNALLED_PROPERTIES = frozenset(name for names in SEED_PROPERTIES.values() for name in names)
 # Not signalled by systemd, so re-read when a unit (re)starts.
 START_PROPERTIES = ("WatchdogUSec", "ControlGroup", "CPUAffinity", "AllowedCPUs")
 # What wait() returns instead of a property set when a unit must be read again
@@ -81,6 +85,8 @@ class SystemdBus:
     def open(self) -> None:
         self.close()
         conn = self._connect()
+        if getattr(conn, "parser", None) is not None:   # a jeepney connection (tests pass fakes)
+            conn.parser = SkimmingParser(SIGNALLED_PROPERTIES, like=conn.parser)
         try:
             for rule in self.match_rules():
                 self._call(conn, message_bus.AddMatch(rule))
