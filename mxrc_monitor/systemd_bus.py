@@ -80,6 +80,7 @@ class SystemdBus:
         self._connect = connect
         self.conn = None
         self.signals: collections.deque = collections.deque()
+        self._gets: dict[tuple[str, str, str], object] = {}
         self._filter = None
 
     def open(self) -> None:
@@ -132,8 +133,12 @@ class SystemdBus:
         return reply.body
 
     def get(self, unit: str, interface: str, name: str):
-        obj = DBusAddress(unit_path(unit), SYSTEMD, interface)
-        return unwrap(self._call(self.conn, Properties(obj).get(name))[0])
+        # The same few calls every tick: built once (a message is serialised with a new serial each time).
+        message = self._gets.get((unit, interface, name))
+        if message is None:
+            message = Properties(DBusAddress(unit_path(unit), SYSTEMD, interface)).get(name)
+            self._gets[(unit, interface, name)] = message
+        return unwrap(self._call(self.conn, message)[0])
 
     def seed(self, unit: str) -> dict:
         """The unit's state now; a unit systemd does not know reports LoadState not-found."""

@@ -315,6 +315,7 @@ SPEC_AND_SETTINGS = {
     (15, "min"): "MxrcFleetRestartWave's window (monitoring/mxrc.rules.yml)",
     (20, "min"): "issue #13: the suite's time goal on 2 cores",
     (10, "%"): "MxrcFleetUnreachable's threshold (monitoring/mxrc.rules.yml)",
+    (2, "%"): "the RT task scan's bound on a slow machine: 1/TASK_SCAN_FACTOR of a CPU (monitor.py)",
     (10, "us"): "the RT CPUs' idle wake-up latency limit (isolate.RT_WAKEUP_LATENCY_US)",
     (1, "ms"): "the reference RT loop's period (1 kHz)",
     (7.5, "s"): "the watchdog helper pings every WatchdogSec/4 (30 s / 4)",
