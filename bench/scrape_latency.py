@@ -30,7 +30,7 @@ from prometheus_client.exposition import MetricsHandler  # noqa: E402
 
 from mxrc_monitor.cgroup import CgroupSample  # noqa: E402
 from mxrc_monitor.collector import Snapshot, SnapshotCollector  # noqa: E402
-from mxrc_monitor.serve import Exposition, make_server  # noqa: E402
+from mxrc_monitor.serve import Exposition, Server, listen  # noqa: E402
 from mxrc_monitor.unitstate import UnitState  # noqa: E402
 
 SCRAPES = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
@@ -38,11 +38,12 @@ UNITS = ("mxrc.target", "mxrc-nonrt.service", "mxrc-rt.service", "mxrc-monitor.s
 
 
 def snapshot(tick: int) -> Snapshot:
-    units = tuple(UnitState(u, "loaded", "active", "running", "notify", "success", 2, 30_000_000, 1, None, 2)
-                  for u in UNITS)
+    units = tuple(UnitState(u, "loaded", "active", "running", "notify", "success", 2, 30_000_000,
+                            restarts_total=2) for u in UNITS)
     cgroups = {u: CgroupSample({"user": 90.0 + tick, "system": 10.0}, 50_000_000, 3, 2**31) for u in UNITS
                if u.endswith(".service")}
-    return Snapshot(units, cgroups, {u: 0.25 for u in cgroups}, 0, 0.0004, True, 0, time.time())
+    return Snapshot(units, cgroups, {u: 0.25 for u in cgroups}, errors_total=0, collection_seconds=0.0004,
+                    bus_connected=True, timestamp=time.time())
 
 
 def scrape(port: int) -> int:
@@ -70,9 +71,6 @@ def measure(port: int) -> dict:
 def serve(kind: str, ports) -> None:
     """Child process: one server of the given kind, its snapshot replaced every second."""
     collector = SnapshotCollector()
-    registry = CollectorRegistry()
-    registry.register(collector)
-    registry.register(ProcessCollector(registry=None))
     stop = threading.Event()
 
     def refresher():
@@ -84,11 +82,18 @@ def serve(kind: str, ports) -> None:
     threading.Thread(target=refresher, daemon=True).start()
 
     if kind == "cached":
-        server = make_server("127.0.0.1", 0, Exposition(registry, lambda: collector.snapshot))
+        sock = listen("127.0.0.1", 0)
+        Server(Exposition([collector, ProcessCollector(registry=None)], lambda: collector.snapshot),
+               [sock]).start()
+        ports.put(sock.getsockname()[1])
+        stop.wait()
     else:
+        registry = CollectorRegistry()
+        registry.register(collector)
+        registry.register(ProcessCollector(registry=None))
         server = ThreadingHTTPServer(("127.0.0.1", 0), MetricsHandler.factory(registry))
-    ports.put(server.server_address[1])
-    server.serve_forever()
+        ports.put(server.server_address[1])
+        server.serve_forever()
 
 
 def run(kind: str) -> dict:
