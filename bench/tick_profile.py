@@ -8,7 +8,15 @@ Each piece of the 1 s tick is timed alone, as the exporter runs it:
   cgroups    Monitor._sample_cgroups() for 3 services on a cgroup tree of the
              real files' shape
   snapshot   Monitor.snapshot() minus the cgroup reads (copies of unit state)
-  render     generate_latest() of the full registry (once per snapshot, only if scraped)
+  render     generate_latest() of the full registry (what the exporter did before it cached
+             the units' part)
+  render_cached_units
+             Exposition's text for a new snapshot whose units did not change (what a
+             scrape after an ordinary tick costs)
+  signal_jeepney / signal_skim
+             one PropertiesChanged of the Service interface (as systemd sends for
+             each STATUS= line of the RT loop), parsed whole by jeepney / skimmed
+             for the properties the exporter serves (dbus_skim.SkimmingParser)
   rt_scan    rtcpu.sample(): /proc/interrupts and /proc/softirqs of a 4-CPU VM's
              size and a cgroup tree of 120 cgroups / 300 threads (sched_getaffinity
              on this process's own thread id stands in for every thread)
@@ -26,14 +34,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jeepney import DBusAddress, Properties, new_method_return  # noqa: E402
+from jeepney import DBusAddress, Properties, new_method_return, new_signal  # noqa: E402
 from jeepney.low_level import Parser  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
 from mxrc_monitor import rtcpu, systemd_bus  # noqa: E402
 from mxrc_monitor.collector import SnapshotCollector  # noqa: E402
-from mxrc_monitor.monitor import Monitor  # noqa: E402
+from mxrc_monitor.dbus_skim import SkimmingParser  # noqa: E402
+from mxrc_monitor.monitor import TASK_SCAN_SECONDS, Monitor  # noqa: E402
 from mxrc_monitor.selfmetrics import SelfCollector  # noqa: E402
+from mxrc_monitor.serve import Exposition  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 CALLS = 200
@@ -127,6 +137,27 @@ def _canned_reply() -> bytes:
 
 REPLY = _canned_reply()
 
+# The Service interface's emits-change properties that systemd sends again on each STATUS= line
+# (names and types as systemd 257's; values of a running reference loop).
+EXEC = ("a(sasbttttuii)", [("/usr/libexec/mxrc/mxrc-rt", ["mxrc-rt"], False, 1, 2, 3, 4, 812, 0, 0)])
+STATUS_SIGNAL = new_signal(
+    DBusAddress(systemd_bus.unit_path("mxrc-rt.service"), interface="org.freedesktop.DBus.Properties"),
+    "PropertiesChanged", "sa{sv}as",
+    (systemd_bus.SERVICE_IFACE,
+     {"MainPID": ("u", 812), "ControlPID": ("u", 0), "StatusText": ("s", "wake-up latency us max 31"),
+      "StatusErrno": ("i", 0), "StatusBusError": ("s", ""), "StatusVarlinkError": ("s", ""),
+      "Result": ("s", "success"), "ReloadResult": ("s", "success"), "CleanResult": ("s", "success"),
+      "NRestarts": ("u", 0), "ExecMainStartTimestamp": ("t", 2 ** 40), "ExecMainStartTimestampMonotonic":
+      ("t", 9_000_000), "ExecMainExitTimestamp": ("t", 0), "ExecMainExitTimestampMonotonic": ("t", 0),
+      "ExecMainPID": ("u", 812), "ExecMainCode": ("i", 0), "ExecMainStatus": ("i", 0),
+      "ExecCondition": EXEC, "ExecStartPre": EXEC, "ExecStart": EXEC, "ExecStartPost": EXEC,
+      "ExecReload": EXEC, "ExecStop": EXEC, "ExecStopPost": EXEC}, [])).serialise(serial=9)
+
+
+def parse_signal(parser):
+    parser.add_data(STATUS_SIGNAL)
+    return parser.get_next_message()
+
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,6 +176,13 @@ def main() -> int:
         registry.register(collector)
         registry.register(SelfCollector())
         collector.publish(monitor.refresh())
+        exposition = Exposition([collector, SelfCollector()], lambda: collector.snapshot)
+        exposition.body()
+
+        def render_cached_units():
+            exposition._key = None   # as a new snapshot with the same units
+            return exposition.body()
+        jeepney_parser, skimming_parser = Parser(), SkimmingParser(systemd_bus.SIGNALLED_PROPERTIES)
         rt_cpus = monitor.rt_cpus()
         rt_group = "/system.slice/mxrc-rt.service"
         pieces = {
@@ -152,14 +190,18 @@ def main() -> int:
             "cgroups": timed(monitor._sample_cgroups),
             "snapshot_without_cgroups": None,
             "render": timed(lambda: generate_latest(registry), calls=50),
+            "render_cached_units": timed(render_cached_units, calls=50),
+            "signal_jeepney": timed(lambda: parse_signal(jeepney_parser)),
+            "signal_skim": timed(lambda: parse_signal(skimming_parser)),
             "rt_scan": timed(lambda: rtcpu.sample(rt_cpus, rt_group, proc, cgroups, monitor.affinity),
                              calls=20),
         }
         whole = timed(monitor.snapshot)
         pieces["snapshot_without_cgroups"] = round(max(0.0, whole - pieces["cgroups"]), 1)
-    per_tick = {"refresh (3 Gets + snapshot + rt_scan)": round(3 * pieces["dbus_get"] + whole
-                                                               + pieces["rt_scan"], 1),
-                "render (only when scraped)": pieces["render"]}
+    refresh = f"refresh (3 Gets + snapshot + a share of the rt_scan, run every {TASK_SCAN_SECONDS:g} s)"
+    per_tick = {refresh: round(3 * pieces["dbus_get"] + whole + pieces["rt_scan"] / TASK_SCAN_SECONDS, 1),
+                "render (only when scraped)": pieces["render_cached_units"],
+                "signals (2 per second from the RT loop's STATUS=)": round(2 * pieces["signal_skim"], 1)}
     print(json.dumps({"what": "microseconds per call, median of rounds, native CPU (not TCG)",
                       "rounds": ROUNDS, "calls": CALLS, "pieces_us": pieces, "per_tick_us": per_tick,
                       "rt_scan_tree": {"cgroups": 120, "threads": 300},
