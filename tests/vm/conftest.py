@@ -53,6 +53,8 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.section("VM boots (seconds, slowest steps)")
     for boot in boots:
         steps = ", ".join(f"{name} {seconds:.0f}" for seconds, name in boot["slowest"])
+        if boot.get("ready") is not None:   # kernel, systemd and its start-up jobs, before any step
+            steps = f"to first step {boot['ready']:.0f}; {steps}"
         again = (f" ({boot['attempts'] - 1} early death(s), {boot['crashes']} kernel crash(es))"
                  if boot["attempts"] > 1 or boot["crashes"] else "")
         terminalreporter.write_line(f"{boot['seconds']:7.0f}  {boot['suite']:<22} {boot['cpus']} CPUs "

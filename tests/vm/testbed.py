@@ -427,6 +427,7 @@ class RunResult:
     console: str
     boot_attempts: int
     seconds: float
+    ready_seconds: float | None = None  # the guest's uptime when its first step began
 
     def __getitem__(self, name: str) -> StepResult:
         if name not in self.steps:
@@ -523,6 +524,7 @@ class VM:
             "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
             "suite": self.image.spec.suite + self.image.spec.kind, "cpus": machine.cpus,
             "kernel": machine.kernel, "seconds": result.seconds, "attempts": attempts, "crashes": crashes,
+            "ready": result.ready_seconds,
             "slowest": sorted(((s.seconds, n) for n, s in result.steps.items()), reverse=True)[:3],
         })
         log.info("boot %d of this VM: rc=%d, %.0f s, %d attempt(s), %d crash(es)", len(self.boots),
@@ -565,7 +567,14 @@ class VM:
             for item in json.loads(_read(out / "results.json")):
                 results[item["name"]] = StepResult(**item)
         return RunResult(rc, results, _read(out / "journal.txt"), _read(console), attempts,
-                         round(time.monotonic() - started, 1)), attempts
+                         round(time.monotonic() - started, 1), _uptime(out / "ready")), attempts
+
+
+def _uptime(path: Path) -> float | None:
+    try:
+        return float(_read(path).strip())
+    except ValueError:
+        return None
 
 
 def sharing_factor() -> int:
