@@ -38,7 +38,7 @@ GUEST_DIR = Path(__file__).resolve().parent / "guest"
 
 # Bump when the way an image is put together changes in a way the inputs
 # below do not capture.
-IMAGE_FORMAT = 4
+IMAGE_FORMAT = 5
 
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "udev", "kmod", "initramfs-tools",
@@ -132,7 +132,23 @@ MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
     "fstrim.timer", "systemd-timesyncd.service", "man-db.timer",
     "dpkg-db-backup.timer", "getty@tty1.service",
+    "modprobe@drm.service", "modprobe@efi_pstore.service",   # no display, no EFI (-kernel boot)
 )
+
+# Drivers for parts of the emulated q35 machine that no test uses. udev loaded them at every boot,
+# seconds of emulated CPU each (a module's relocation and signature check) beside the first steps:
+# the ICH9's AHCI (no disk on it; its IRQ came late and once surprised the purge check), SMBus,
+# LPC and watchdog, the PC speaker, nested KVM (-cpu max offers SVM), a cpufreq driver that finds
+# nothing to drive, and the kernel's AES (TLS in the tests is OpenSSL's own).
+UNUSED_DRIVERS = ("ahci", "i2c_i801", "lpc_ich", "iTCO_wdt", "pcspkr", "kvm_amd", "kvm_intel",
+                  "powernow_k8", "aesni_intel")
+
+# Done at image build what a booted copy of the image would otherwise redo at every first boot
+# (trixie's ConditionNeedsUpdate= units: /usr is newer than /etc/.updated): the linker cache, the
+# journal's catalog, then the stamp that says both are current (bookworm's systemd has no such units).
+UPDATES_DONE = ("chroot \"$1\" ldconfig && chroot \"$1\" journalctl --update-catalog && "
+                "if [ -x \"$1/usr/lib/systemd/systemd-update-done\" ]; then "
+                "chroot \"$1\" /usr/lib/systemd/systemd-update-done; fi")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +174,8 @@ class ImageSpec:
     def key(self) -> str:
         material = json.dumps(
             [IMAGE_FORMAT, self.suite, sorted(self.packages), self.resolved_mirror(),
-             RUNNER_UNIT, KEYS_UNIT, INITRAMFS_HOOK, MASKED_UNITS, PATH_EXCLUDES, self.build_script,
+             RUNNER_UNIT, KEYS_UNIT, INITRAMFS_HOOK, MASKED_UNITS, UNUSED_DRIVERS, UPDATES_DONE,
+             PATH_EXCLUDES, self.build_script,
              self.host_script,
              [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in self.files]],
             sort_keys=True,
@@ -239,6 +256,7 @@ def _build_image(spec: ImageSpec) -> Image:
         hooks.append(spec.host_script)
     if spec.files:
         hooks.append("rm -rf \"$1/tmp/image-files\"")
+    hooks.append(UPDATES_DONE)   # last: after whatever the spec installed into /usr
     cmd = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
         "--include=" + ",".join(spec.packages),
@@ -305,6 +323,7 @@ def _customize_commands() -> list[str]:
         f"cat > \"$1{keys}\" <<'EOF'\n{KEYS_UNIT}EOF",
         "chroot \"$1\" systemctl enable mxrc-testbed-runner.service mxrc-testbed-keys.service",
         "chroot \"$1\" systemctl mask " + " ".join(MASKED_UNITS),
+        "printf 'blacklist %s\\n' " + " ".join(UNUSED_DRIVERS) + " > \"$1/etc/modprobe.d/mxrc-testbed.conf\"",
         "echo mxrc-vm > \"$1/etc/hostname\"",
         "echo 'LABEL=root / ext4 rw,errors=remount-ro 0 1' > \"$1/etc/fstab\"",
         "chroot \"$1\" passwd -d root",
