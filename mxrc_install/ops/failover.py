@@ -31,8 +31,19 @@ STABLE_SECONDS = 10.0
 WATCH_LIMIT_SECONDS = 50.0  # under the unit's TimeoutStartSec=
 
 
-def gave_up(active_state: str, sub_state: str) -> bool:
-    return sub_state != "auto-restart" and active_state in ("failed", "inactive")
+# What a watched failure came to, as the summary line says it.
+OUTCOMES = {"final": "final", "transient": "transient (systemd restarts it)",
+            "stopped": "stopped meanwhile, not by systemd giving up: no failover"}
+
+
+def outcome_of(active_state: str, sub_state: str, unit_result: str) -> str:
+    """final: systemd gave up (failover takes over); stopped: the unit ended cleanly while watched
+    (an operator's or a drill's stop: inactive, Result=success); transient: restarting or recovered."""
+    if sub_state == "auto-restart":
+        return "transient"
+    if active_state == "failed" or (active_state == "inactive" and unit_result not in ("", "success")):
+        return "final"
+    return "stopped" if active_state == "inactive" else "transient"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +58,17 @@ class FailureEvent:
     sub_state: str
     restarts: int
     timestamp: float
+    outcome: str = "transient"  # a key of OUTCOMES
 
     @property
     def final(self) -> bool:
         """systemd has stopped trying: failover must take over."""
-        return gave_up(self.active_state, self.sub_state)
+        return self.outcome == "final"
 
     def summary(self) -> str:
-        kind = "final" if self.final else "transient (systemd restarts it)"
         return (f"{self.unit} failed: result={self.result or 'unknown'} exit={self.exit_code}/"
                 f"{self.exit_status} restarts={self.restarts} state={self.active_state}/"
-                f"{self.sub_state}: {kind}")
+                f"{self.sub_state}: {OUTCOMES[self.outcome]}")
 
 
 def event_from(unit: str, env: dict[str, str], props: dict[str, str], now: float) -> FailureEvent:
@@ -67,10 +78,12 @@ def event_from(unit: str, env: dict[str, str], props: dict[str, str], now: float
         restarts = 0
     trigger = env.get("MONITOR_SERVICE_RESULT", "")
     active, sub = props.get("ActiveState", ""), props.get("SubState", "")
+    unit_result = props.get("Result", "")
+    outcome = outcome_of(active, sub, unit_result)
     # A handler started by one failure watches on (settle), and a later failure
     # merges into its run: when systemd gave up, its Result says why, not the
     # failure that happened to start the watch.
-    result = (props.get("Result") if gave_up(active, sub) else None) or trigger or props.get("Result", "")
+    result = (unit_result if outcome == "final" else None) or trigger or unit_result
     return FailureEvent(
         unit=unit,
         result=result,
@@ -82,6 +95,7 @@ def event_from(unit: str, env: dict[str, str], props: dict[str, str], now: float
         sub_state=sub,
         restarts=restarts,
         timestamp=now,
+        outcome=outcome,
     )
 
 

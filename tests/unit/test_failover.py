@@ -14,16 +14,38 @@ def test_parse_show_keeps_values_with_equals():
     assert parse_one("") == {} and parse_show("\n\n") == []
 
 
-@pytest.mark.parametrize("active,sub,final", [
-    ("failed", "failed", True),          # start limit hit: systemd gave up
-    ("inactive", "dead", True),
-    ("activating", "auto-restart", False),  # systemd will restart it
-    ("active", "running", False),
+@pytest.mark.parametrize("active,sub,result,outcome", [
+    ("failed", "failed", "start-limit-hit", "final"),   # systemd gave up
+    ("failed", "failed", "signal", "final"),            # systemd 257 keeps the last failure's Result
+    ("inactive", "dead", "exit-code", "final"),          # failed, no restart, unit collected as inactive
+    ("inactive", "dead", "success", "stopped"),          # stopped by someone while the handler watched
+    ("activating", "auto-restart", "signal", "transient"),  # systemd will restart it
+    ("active", "running", "success", "transient"),
 ])
-def test_final_only_when_systemd_gave_up(active, sub, final):
-    props = {"ActiveState": active, "SubState": sub, "NRestarts": "2"}
-    event = failover.event_from("mxrc-rt.service", {}, props, 0.0)
-    assert event.final is final
+def test_final_only_when_systemd_gave_up(active, sub, result, outcome):
+    props = {"ActiveState": active, "SubState": sub, "Result": result, "NRestarts": "2"}
+    event = failover.event_from("mxrc-rt.service", {"MONITOR_SERVICE_RESULT": "watchdog"}, props, 0.0)
+    assert (event.outcome, event.final) == (outcome, outcome == "final")
+    assert failover.OUTCOMES[outcome] in event.summary()
+
+
+def test_a_stop_while_watched_reports_the_failure_that_started_the_watch_and_runs_no_hook(
+        tmp_path, monkeypatch):
+    # The CI drill run: the harness stopped mxrc-rt between drills while the OOM drill's handler
+    # still watched; that said "final" with result=success and would have run the failover hooks.
+    hooks = tmp_path / "failover.d"
+    hooks.mkdir()
+    (hooks / "10-alert").write_text("#!/bin/sh\ntouch " + str(tmp_path / "ran") + "\n")
+    (hooks / "10-alert").chmod(0o755)
+    monkeypatch.setattr(failover, "HOOK_DIR", hooks)
+    monkeypatch.setattr(failover, "settle", lambda read: {"ActiveState": "inactive", "SubState": "dead",
+                                                          "Result": "success", "NRestarts": "0"})
+    monkeypatch.setenv("MONITOR_SERVICE_RESULT", "oom-kill")
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    assert failover.handle("mxrc-rt.service") == 0
+    line = json.loads((tmp_path / "state" / "events.jsonl").read_text())
+    assert (line["result"], line["outcome"], line["final"]) == ("oom-kill", "stopped", False)
+    assert not (tmp_path / "ran").exists()
 
 
 def test_a_transient_event_takes_the_monitor_environment():

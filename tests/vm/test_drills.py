@@ -108,15 +108,18 @@ STEPS = [
                        "-u mxrc-nonrt.service | grep 'writes to'; undrill mxrc-rt.service; "
                        "undrill mxrc-nonrt.service; systemctl restart mxrc-nonrt.service mxrc-rt.service"),
     # Restart storm: more than StartLimitBurst failures in StartLimitIntervalSec -> failed -> failover.
-    ("storm", "drill mxrc-rt.service Environment=MXRC_FAULT=crash:1 RestartSec=1s; "
+    # Only the events this drill adds: the earlier drills' handlers wrote theirs to the same file
+    # (CI once read a "final" of the OOM drill's, before the storm's handler had written its own).
+    ("storm", "events=/var/lib/mxrc/failover/events.jsonl; seen=$(cat $events 2>/dev/null | wc -l); "
+              "drill mxrc-rt.service Environment=MXRC_FAULT=crash:1 RestartSec=1s; "
               "systemctl restart mxrc-rt.service; "
               "for i in $(seq 120); do [ \"$(prop mxrc-rt.service ActiveState)\" = failed ] && break; "
               "sleep 0.5; done; "
               # The handler is a Python program: give it time on an emulated CPU.
-              "for i in $(seq 120); do grep -q '\"final\": true' /var/lib/mxrc/failover/events.jsonl "
-              "2>/dev/null && break; sleep 0.5; done; "
+              "for i in $(seq 120); do tail -n +$((seen + 1)) $events 2>/dev/null "
+              "| grep -q '\"final\": true' && break; sleep 0.5; done; "
               "echo state=$(prop mxrc-rt.service ActiveState) result=$(prop mxrc-rt.service Result); "
-              "cat /var/lib/mxrc/failover/events.jsonl; "
+              "tail -n +$((seen + 1)) $events; "
               "journalctl -b -o cat --no-pager -u 'mxrc-failover@*' | tail -5"),
 ]
 # docs/integration.md: with NotifyAccess=main a shell wrapper that forks is the
