@@ -23,6 +23,7 @@ Each piece of the 1 s tick is timed alone, as the exporter runs it:
 Prints JSON (microseconds per call, median of ROUNDS x CALLS).
 Usage: bench/tick_profile.py [ROUNDS] > bench/results/tick-profile-host.json
 """
+import dataclasses
 import json
 import os
 import platform
@@ -179,8 +180,8 @@ def main() -> int:
         exposition = Exposition([collector, SelfCollector()], lambda: collector.snapshot)
         exposition.body()
 
-        def render_cached_units():
-            exposition._key = None   # as a new snapshot with the same units
+        def render_cached_units():   # a tick's new snapshot, its units unchanged
+            collector.publish(dataclasses.replace(collector.snapshot))
             return exposition.body()
         jeepney_parser, skimming_parser = Parser(), SkimmingParser(systemd_bus.SIGNALLED_PROPERTIES)
         rt_cpus = monitor.rt_cpus()

@@ -58,7 +58,7 @@ class FailureEvent:
     sub_state: str
     restarts: int
     timestamp: float
-    outcome: str = "transient"  # a key of OUTCOMES
+    outcome: str  # a key of OUTCOMES
 
     @property
     def final(self) -> bool:

@@ -3,9 +3,9 @@
 # the host's share.  Writes "started" first so the host can tell a boot that
 # died early (retry) from a test that ran (never retried).
 out=/mnt/host/out
-# Each holds the guest's uptime when written: where a boot's minutes go (the suite's boot report).
-cut -d' ' -f1 /proc/uptime > "$out/started"
+: > "$out/started"
 systemctl is-system-running --wait > "$out/system-state" 2>&1
+# The guest's uptime as its first step begins: where a boot's minutes go (the suite's boot report).
 cut -d' ' -f1 /proc/uptime > "$out/ready"
 python3 /mnt/host/steps.py /mnt/host/steps.json "$out/results.json"
 echo $? > "$out/rc.tmp"
