@@ -14,9 +14,8 @@ import resource
 import time
 from pathlib import Path
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-
 from mxrc_install import __version__
+from mxrc_monitor.families import Family
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -32,55 +31,56 @@ def start_time(proc_self: Path, now: float, boottime: float) -> float | None:
     return now - boottime + int(fields[19]) / TICKS
 
 
+PROCESS_CPU = Family("process_cpu_seconds", "counter", "Total user and system CPU time spent in seconds.")
+PROCESS_VIRTUAL = Family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.")
+PROCESS_RESIDENT = Family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+PROCESS_FDS = Family("process_open_fds", "gauge", "Number of open file descriptors.")
+PROCESS_MAX_FDS = Family("process_max_fds", "gauge", "Maximum number of open file descriptors.")
+PROCESS_START = Family("process_start_time_seconds", "gauge",
+                       "Start time of the process since unix epoch in seconds.")
+BUILD = Family("mxrc_monitor_build", "info", "mxrc-monitor's version (always 1)", ("version",))
+HTTP_REQUESTS = Family("mxrc_monitor_http_requests", "counter", "HTTP requests answered, by path and status",
+                       ("path", "code"))
+HTTP_REJECTED = Family("mxrc_monitor_http_rejected", "counter",
+                       "Connections and requests refused or closed to protect the server", ("reason",))
+HTTP_CONNECTIONS = Family("mxrc_monitor_http_connections", "gauge", "Open HTTP connections")
+REJECT_REASONS = ("max_connections", "max_requests", "evicted_idle", "header_timeout")
+
+
 def process_families(proc_self: Path = Path("/proc/self"), now=time.time,
-                     boottime=lambda: time.clock_gettime(time.CLOCK_BOOTTIME), started=None):
+                     boottime=lambda: time.clock_gettime(time.CLOCK_BOOTTIME), started=None) -> list:
     """process_*; started (the start time, which never changes) saves a read when the caller keeps it."""
     times = os.times()
-    yield CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time spent in seconds.",
-                              value=times.user + times.system)
+    out = [(PROCESS_CPU, [((), times.user + times.system)])]
     try:
         size, resident = (int(x) * PAGE_SIZE for x in (proc_self / "statm").read_text().split()[:2])
     except OSError:
         pass
     else:
-        yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.", value=size)
-        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size in bytes.",
-                                value=resident)
+        out += [(PROCESS_VIRTUAL, [((), size)]), (PROCESS_RESIDENT, [((), resident)])]
     try:
         fds = len(os.listdir(proc_self / "fd"))
     except OSError:
         pass
     else:
-        yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", value=fds)
-    yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.",
-                            value=resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        out.append((PROCESS_FDS, [((), fds)]))
+    out.append((PROCESS_MAX_FDS, [((), resource.getrlimit(resource.RLIMIT_NOFILE)[0])]))
     if started is None:
         started = start_time(proc_self, now(), boottime())
     if started is not None:
-        yield GaugeMetricFamily("process_start_time_seconds",
-                                "Start time of the process since unix epoch in seconds.", value=started)
+        out.append((PROCESS_START, [((), started)]))
+    return out
 
 
-def build_info():
-    info = InfoMetricFamily("mxrc_monitor_build", "mxrc-monitor's version (always 1)")
-    info.add_metric([], {"version": __version__})
-    return info
+def build_info() -> tuple:
+    return BUILD, [((__version__,), 1.0)]
 
 
-def http_families(stats):
-    requests = CounterMetricFamily("mxrc_monitor_http_requests", "HTTP requests answered, by path and status",
-                                   labels=["path", "code"])
-    for (path, code), count in sorted(dict(stats.requests).items()):
-        requests.add_metric([path, code], count)
-    rejected = CounterMetricFamily("mxrc_monitor_http_rejected",
-                                   "Connections and requests refused or closed to protect the server",
-                                   labels=["reason"])
-    for reason in ("max_connections", "max_requests", "evicted_idle", "header_timeout"):
-        rejected.add_metric([reason], stats.rejected.get(reason, 0))
-    yield requests
-    yield rejected
-    yield GaugeMetricFamily("mxrc_monitor_http_connections", "Open HTTP connections",
-                            value=stats.connections_open)
+def http_families(stats) -> list:
+    requests = sorted(dict(stats.requests).items())
+    return [(HTTP_REQUESTS, [((path, code), count) for (path, code), count in requests]),
+            (HTTP_REJECTED, [((reason,), stats.rejected.get(reason, 0)) for reason in REJECT_REASONS]),
+            (HTTP_CONNECTIONS, [((), stats.connections_open)])]
 
 
 class SelfCollector:
@@ -91,11 +91,17 @@ class SelfCollector:
         self.proc_self = proc_self
         self.started = None
 
-    def collect(self):
+    def families(self) -> list:
         if self.started is None:
             self.started = start_time(self.proc_self, time.time(), time.clock_gettime(time.CLOCK_BOOTTIME))
-        yield from process_families(self.proc_self, started=self.started)
-        yield build_info()
+        out = process_families(self.proc_self, started=self.started) + [build_info()]
         stats = self.stats_of()
         if stats is not None:
-            yield from http_families(stats)
+            out += http_families(stats)
+        return out
+
+    def collect(self):
+        return (family.metric(samples) for family, samples in self.families())
+
+    def parts(self):
+        return [(None, self.families)]

@@ -6,8 +6,9 @@ connection with no timeout and no cap (1,020 idle sockets exhaust the file
 limit and the accept loop spins), and the Debian-packaged alternatives
 either add the same thread-per-connection model (waitress, cheroot) or a
 large framework (aiohttp, tornado, twisted) for one fixed GET. An asyncio
-server keeps an idle connection at the cost of one file descriptor, and the
-rules a factory network needs are a few lines each:
+server keeps an idle connection at the cost of one file descriptor (each
+connection is a Protocol with timers, see connection.py), and the rules a
+factory network needs are a few lines each:
 
 - a listen backlog of BACKLOG, so bursts of scrapers wait in the kernel;
 - at most max_connections open: beyond, the connection idle the longest is
@@ -39,27 +40,29 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from mxrc_monitor import families
+from mxrc_monitor.connection import TEXT, Connection
+
 log = logging.getLogger(__name__)
 
 BACKLOG = 4096
 ACCEPT_BATCH = 4    # accepted per wake-up; evictions lag a few wake-ups: the cap is overshot by ~4 batches
-MAX_HEADER_BYTES = 8192
 LANDING = (b"<html><head><title>mxrc-monitor</title></head><body><h1>mxrc-monitor</h1>"
            b'<p><a href="/metrics">Metrics</a></p></body></html>\n')
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
            431: "Request Header Fields Too Large", 501: "Not Implemented",
            503: "Service Unavailable", 505: "HTTP Version Not Supported"}
-TEXT = "text/plain; charset=utf-8"
 
 
 class Exposition:
     """The collectors' text, rendered at most once per snapshot (snapshot_of() returns the current one).
 
-    The Prometheus text format is the collectors' texts one after the other,
-    so a collector with text_parts() (see SnapshotCollector) has each part
-    rendered again only when its key changed; OpenMetrics (one # EOF for the
-    whole) is rendered from the registry in one piece.
+    Both formats are the collectors' texts one after the other (OpenMetrics
+    then ends with # EOF), so a collector with parts() (see
+    SnapshotCollector) has each part written again only when its key
+    changed, with families.Family's cached header and label text. Another
+    collector (collect() only) goes through prometheus_client.
     """
 
     def __init__(self, collectors, snapshot_of):
@@ -71,7 +74,7 @@ class Exposition:
         self._lock = threading.Lock()
         self._key = None
         self._bodies: dict[tuple[bool, bool], bytes] = {}
-        self._parts: dict[tuple[int, int], tuple[object, bytes]] = {}  # (collector, part) -> (key, text)
+        self._parts: dict[tuple, tuple[object, str]] = {}  # (collector, part, openmetrics) -> (key, text)
         self.renders = 0
 
     def add(self, collector) -> None:
@@ -96,23 +99,33 @@ class Exposition:
     def body_unlocked(self, openmetrics_format: bool) -> bytes:
         key = (openmetrics_format, False)
         if key not in self._bodies:
-            self._bodies[key] = (openmetrics.generate_latest(self.registry) if openmetrics_format
-                                 else self._text())
+            self._bodies[key] = self._text(openmetrics_format).encode()
             self.renders += 1
         return self._bodies[key]
 
-    def _text(self) -> bytes:
+    def _text(self, om: bool) -> str:
         out = []
         for i, collector in enumerate(self.collectors):
-            parts = (collector.text_parts() if hasattr(collector, "text_parts")
-                     else [(None, collector.collect)])
-            for j, (key, collect) in enumerate(parts):
-                cached = self._parts.get((i, j))
+            if not hasattr(collector, "parts"):
+                out.append(_foreign_text(collector, om))
+                continue
+            for j, (key, families_of) in enumerate(collector.parts()):
+                cached = self._parts.get((i, j, om))
                 if key is None or cached is None or cached[0] != key:
-                    cached = (key, generate_latest(_Families(collect)))
-                    self._parts[(i, j)] = cached
+                    cached = (key, families.render(families_of(), om))
+                    self._parts[(i, j, om)] = cached
                 out.append(cached[1])
-        return b"".join(out)
+        if om:
+            out.append("# EOF\n")
+        return "".join(out)
+
+
+def _foreign_text(collector, om: bool) -> str:
+    """A prometheus_client collector's text (OpenMetrics without its # EOF)."""
+    registry = _Families(collector.collect)
+    if om:
+        return openmetrics.generate_latest(registry).decode().removesuffix("# EOF\n")
+    return generate_latest(registry).decode()
 
 
 class _Families:
@@ -218,8 +231,8 @@ class Server:
         self.stats = Stats()
         self.alive_at = time.monotonic()
         self.accepted = 0
-        self._idle: dict[asyncio.Task, float] = {}   # connection task -> waiting since (monotonic)
-        self._tasks: set[asyncio.Task] = set()
+        self.idle: dict[Connection, float] = {}   # connection -> waiting for a request since (monotonic)
+        self.connections: set[Connection] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._ready = threading.Event()
@@ -243,9 +256,9 @@ class Server:
     async def _shutdown(self) -> None:
         for server in self._servers:
             server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for connection in list(self.connections):
+            connection.evict()
+        await asyncio.sleep(0)   # connection_lost() runs in the next iteration
         self._loop.stop()
 
     def _run(self) -> None:
@@ -277,134 +290,84 @@ class Server:
         # Called by the accept loop before any TLS handshake: proof that accept() works.
         self.alive_at = time.monotonic()
         self.accepted += 1
-        reader = asyncio.StreamReader(limit=MAX_HEADER_BYTES, loop=self._loop)
-        return asyncio.StreamReaderProtocol(reader, self._connection, loop=self._loop)
+        return Connection(self)
 
-    # -- connections -------------------------------------------------------------
-    async def _connection(self, reader, writer) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        self.stats.connections_open = len(self._tasks)
-        self.stats.connections_peak = max(self.stats.connections_peak, len(self._tasks))
-        clean = False
-        try:
-            if len(self._tasks) > self.limits.max_connections and not self._evict_idle():
-                self.stats.reject("max_connections")
-                await self._respond(writer, 503, TEXT, b"too many connections, try again\n", keep=False)
-            else:
-                await self._serve(reader, writer)
-            clean = True
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError,
-                asyncio.CancelledError):
-            pass  # the client went away, timed out, or was evicted: not news
-        finally:
-            self._idle.pop(task, None)
-            self._tasks.discard(task)
-            self.stats.connections_open = len(self._tasks)
-            if clean:
-                writer.close()  # flushes what drain() left below the high-water mark
-            else:
-                writer.transport.abort()
+    # -- connections (called by Connection, in the loop's thread) --------------------
+    def opened(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        self.stats.connections_open = len(self.connections)
+        self.stats.connections_peak = max(self.stats.connections_peak, len(self.connections))
 
-    def _evict_idle(self) -> bool:
+    def closed(self, connection: Connection) -> None:
+        self.idle.pop(connection, None)
+        self.connections.discard(connection)
+        self.stats.connections_open = len(self.connections)
+
+    def evict_idle(self) -> bool:
         """Close the connection that has waited longest for a request; False when none waits."""
-        if not self._idle:
+        if not self.idle:
             return False
-        oldest = min(self._idle, key=self._idle.get)
-        del self._idle[oldest]
-        oldest.cancel()
+        oldest = min(self.idle, key=self.idle.get)
+        del self.idle[oldest]
+        oldest.evict()
         self.stats.reject("evicted_idle")
         return True
 
-    async def _serve(self, reader, writer) -> None:
-        task = asyncio.current_task()
-        first = True
-        while True:
-            self._idle[task] = time.monotonic()
-            head = await self._read_head(reader, writer, first)
-            self._idle.pop(task, None)
-            if head is None:
-                return
-            first = False
-            try:
-                request = parse_request(head)
-                if ("transfer-encoding" in request.headers
-                        or int(request.headers.get("content-length", 0) or 0)):
-                    raise BadRequest(413, "request bodies are not accepted")
-            except (BadRequest, ValueError) as exc:
-                code = exc.code if isinstance(exc, BadRequest) else 400
-                self.stats.count("other", code)
-                await self._respond(writer, code, TEXT, f"{exc}\n".encode(), keep=False)
-                return
-            if not await self._answer(request, writer):
-                return
-
-    async def _read_head(self, reader, writer, first: bool) -> bytes | None:
-        """The next request's head; None when the client closed or timed out (answered 408 if mid-request)."""
-        limits = self.limits
-        try:
-            if not first:  # a kept-alive connection may wait idle_timeout for its next request
-                start = await asyncio.wait_for(reader.read(1), limits.idle_timeout)
-                if not start:
-                    return None
-            else:
-                start = b""
-            rest = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), limits.header_timeout)
-            return (start + rest)[:-4]
-        except asyncio.IncompleteReadError:
-            return None  # closed by the client, mid-request or between requests
-        except asyncio.LimitOverrunError:
-            self.stats.count("other", 431)
-            await self._respond(writer, 431, TEXT, b"request head too large\n", keep=False)
-            return None
-        except TimeoutError:
-            self.stats.reject("header_timeout")
-            if reader._buffer:  # noqa: SLF001 - a slow request gets its status line
-                await self._respond(writer, 408, TEXT, b"request not complete in time\n", keep=False)
-            return None
-
-    async def _answer(self, request: Request, writer) -> bool:
-        """Answer one request; True to keep the connection for the next one."""
+    def handle(self, connection: Connection, head: bytes) -> None:
+        """One request's head: answered now, or once bcrypt has checked its password."""
         stats = self.stats
+        try:
+            request = parse_request(head)
+            if "transfer-encoding" in request.headers or int(request.headers.get("content-length", 0) or 0):
+                raise BadRequest(413, "request bodies are not accepted")
+        except (BadRequest, ValueError) as exc:
+            code = exc.code if isinstance(exc, BadRequest) else 400
+            stats.count("other", code)
+            connection.respond(code, TEXT, f"{exc}\n".encode(), keep=False)
+            return
         if request.method not in ("GET", "HEAD"):
             stats.count(request.path, 405)
-            await self._respond(writer, 405, TEXT, b"only GET and HEAD\n", keep=False,
-                                extra={"Allow": "GET, HEAD"})
-            return False
+            connection.respond(405, TEXT, b"only GET and HEAD\n", keep=False, extra={"Allow": "GET, HEAD"})
+            return
         if stats.requests_in_flight >= self.limits.max_requests:
             stats.reject("max_requests")
             stats.count(request.path, 503)
-            await self._respond(writer, 503, TEXT, b"too many requests in flight, try again\n", keep=False)
-            return False
+            connection.respond(503, TEXT, b"too many requests in flight, try again\n", keep=False)
+            return
         # In flight: authorising and rendering. Writing is bounded by the connection cap and write_timeout,
         # so a slow reader holds a connection, not one of the max_requests slots.
         stats.requests_in_flight += 1
+        verdict = True if self.auth is None else self.auth.cached(request.headers)
+        if verdict is not None:
+            self._answer(connection, request, verdict)
+            return
+        connection.busy = True
+        future = self._loop.run_in_executor(self._auth_pool, self.auth.check, request.headers)
+        future.add_done_callback(lambda f: self._answered_later(connection, request, f))
+
+    def _answered_later(self, connection: Connection, request: Request, future) -> None:
+        verdict = not future.cancelled() and future.exception() is None and future.result()
+        self._answer(connection, request, verdict)
+        connection.answered_later()
+
+    def _answer(self, connection: Connection, request: Request, authorized: bool) -> None:
+        stats = self.stats
         try:
-            authorized = await self._authorized(request)
             if authorized:
                 code, ctype, body, extra = self._route(request)
         finally:
             stats.requests_in_flight -= 1
         if not authorized:
             stats.count(request.path, 401)
-            await self._respond(writer, 401, TEXT, b"unauthorized\n", keep=request.keep_alive,
-                                extra={"WWW-Authenticate": 'Basic realm="mxrc-monitor"'})
-            return request.keep_alive
+            connection.respond(401, TEXT, b"unauthorized\n", keep=request.keep_alive,
+                               extra={"WWW-Authenticate": 'Basic realm="mxrc-monitor"'})
+            return
         stats.count(request.path, code)
         self.alive_at = time.monotonic()
         if request.path == "/metrics":
             stats.last_metrics_at = self.alive_at
-        await self._respond(writer, code, ctype, body, keep=request.keep_alive, extra=extra,
-                            head_only=request.method == "HEAD")
-        return request.keep_alive
-
-    async def _authorized(self, request: Request) -> bool:
-        if self.auth is None:
-            return True
-        verdict = self.auth.cached(request.headers)
-        if verdict is None:
-            verdict = await self._loop.run_in_executor(self._auth_pool, self.auth.check, request.headers)
-        return verdict
+        connection.respond(code, ctype, body, keep=request.keep_alive, extra=extra,
+                           head_only=request.method == "HEAD")
 
     def _route(self, request: Request):
         if request.path == "/metrics":
@@ -419,16 +382,11 @@ class Server:
             return 200, "text/html; charset=utf-8", LANDING, {}
         return 404, TEXT, b"not found: try /metrics\n", {}
 
-    async def _respond(self, writer, code: int, ctype: str, body: bytes, keep: bool,
-                       extra: dict | None = None, head_only: bool = False) -> None:
+    def response_head(self, code: int, ctype: str, length: int, keep: bool, extra: dict | None) -> bytes:
         headers = [f"HTTP/1.1 {code} {REASONS.get(code, 'Error')}", f"Content-Type: {ctype}",
-                   f"Content-Length: {len(body)}", "Connection: " + ("keep-alive" if keep else "close")]
+                   f"Content-Length: {length}", "Connection: " + ("keep-alive" if keep else "close")]
         headers += [f"{k}: {v}" for k, v in {**self.headers, **(extra or {})}.items()]
-        writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("latin-1"))
-        if not head_only:
-            writer.write(body)
-        if writer.transport.get_write_buffer_size():  # the kernel did not take it all: wait, bounded
-            await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+        return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1")
 
 
 def listen(address: str, port: int) -> socket.socket:

@@ -18,7 +18,7 @@ def fake_proc_self(tmp_path):
 
 
 def samples(families):
-    return {s.name: s.value for f in families for s in f.samples}
+    return {family.sample_name: value for family, found in families for _, value in found}
 
 
 def test_process_metrics_without_proc_stat(tmp_path):

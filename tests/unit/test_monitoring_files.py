@@ -21,8 +21,8 @@ def exported_names():
                     watchdog_ages={"mxrc-rt.service": 0.5},
                     rt=RtSample((2,), {2: 1}, {(2, "NET_RX"): 1}, {2: 0}, 0))
     names = set()
-    for family in SnapshotCollector.collect_from(snap):
-        names.update(s.name for s in family.samples)
+    for family, samples in SnapshotCollector.families_of(snap):
+        names.update(family.sample_name for _ in samples)
     return names
 
 
