@@ -2,17 +2,21 @@
 """Where mxrc-monitor's own CPU goes each second, measured natively on the host (no VM, no system bus).
 
 Each piece of the 1 s tick is timed alone, as the exporter runs it:
-  dbus_get   one jeepney Properties.Get as the tick does it, without the socket:
-             build + serialise the call, parse a canned reply (x3 per tick: one
-             per unit whose watchdog is armed)
+  dbus_get   one Properties.Get as SystemdBus.get_many() makes it, without the socket:
+             the kept call's bytes with a new serial, a canned reply parsed (x3 per
+             tick, sent together: one per unit whose watchdog is armed)
   cgroups    Monitor._sample_cgroups() for 3 services on a cgroup tree of the
              real files' shape
   snapshot   Monitor.snapshot() minus the cgroup reads (copies of unit state)
-  render     generate_latest() of the full registry (what the exporter did before it cached
-             the units' part)
+  render     prometheus_client's generate_latest() of the full registry (what the
+             exporter did before it kept the units' part and wrote families itself)
   render_cached_units
              Exposition's text for a new snapshot whose units did not change (what a
              scrape after an ordinary tick costs)
+  http_request_new_connection / http_request_keep_alive
+             this process's CPU per /metrics request (body already rendered) of a
+             client in another process: urllib, a new connection each time (as
+             exporter_cost.py scrapes) / http.client on one kept-alive connection
   signal_jeepney / signal_skim
              one PropertiesChanged of the Service interface (as systemd sends for
              each STATUS= line of the RT loop), parsed whole by jeepney / skimmed
@@ -27,7 +31,9 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +45,7 @@ from jeepney import DBusAddress, Properties, new_method_return, new_signal  # no
 from jeepney.low_level import Parser  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from mxrc_monitor import rtcpu, systemd_bus  # noqa: E402
+from mxrc_monitor import rtcpu, serve, systemd_bus  # noqa: E402
 from mxrc_monitor.collector import SnapshotCollector  # noqa: E402
 from mxrc_monitor.dbus_skim import SkimmingParser  # noqa: E402
 from mxrc_monitor.monitor import TASK_SCAN_SECONDS, Monitor  # noqa: E402
@@ -67,6 +73,9 @@ class StaticBus:
 
     def get(self, unit, interface, name):
         return SERVICE[name]
+
+    def get_many(self, wanted):
+        return [SERVICE[name] for _, _, name in wanted]
 
     def wait(self, timeout):
         return []
@@ -117,15 +126,47 @@ def timed(fn, calls=CALLS):
     return round(statistics.median(samples), 1)
 
 
+GET_CALL = bytearray(Properties(DBusAddress(systemd_bus.unit_path("mxrc-rt.service"), systemd_bus.SYSTEMD,
+                                             systemd_bus.SERVICE_IFACE)).get("WatchdogTimestampMonotonic")
+                     .serialise(serial=1))
+GET_PARSER = SkimmingParser(systemd_bus.SIGNALLED_PROPERTIES)
+
+
 def dbus_get_once():
-    obj = DBusAddress(systemd_bus.unit_path("mxrc-rt.service"), systemd_bus.SYSTEMD,
-                      systemd_bus.SERVICE_IFACE)
-    call = Properties(obj).get("WatchdogTimestampMonotonic")
-    data = call.serialise(serial=7)
-    parser = Parser()
-    parser.add_data(REPLY)
-    msg = parser.get_next_message()
+    """As SystemdBus.get_many() does it for one property: the kept call, a new serial, the reply parsed."""
+    systemd_bus.SERIAL.pack_into(GET_CALL, systemd_bus.SERIAL_OFFSET, 7)
+    data = bytes(GET_CALL)
+    GET_PARSER.add_data(REPLY)
+    msg = GET_PARSER.get_next_message()
     return len(data), systemd_bus.unwrap(msg.body[0])
+
+
+CLIENTS = {
+    "new_connection": "import urllib.request\nfor _ in range({n}):\n"
+                      "    urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read()\n",
+    "keep_alive": "import http.client\nc = http.client.HTTPConnection('127.0.0.1', {port})\n"
+                  "for _ in range({n}):\n    c.request('GET', '/metrics'); c.getresponse().read()\n",
+}
+
+
+def http_request_cpu(exposition, client: str, requests: int = 500) -> float:
+    """This process's CPU (all threads) per /metrics request of a client in another process, body cached."""
+    sock = serve.listen("127.0.0.1", 0)
+    server = serve.Server(exposition, [sock])
+    server.start()
+    try:
+        samples = []
+        for _ in range(ROUNDS):
+            code = CLIENTS[client].format(n=requests, port=sock.getsockname()[1])
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            subprocess.run([sys.executable, "-c", code], check=True)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            samples.append(cpu / requests * 1e6)
+    finally:
+        server.stop()
+        sock.close()
+    return round(statistics.median(samples), 1)
 
 
 def _canned_reply() -> bytes:
@@ -197,12 +238,17 @@ def main() -> int:
             "rt_scan": timed(lambda: rtcpu.sample(rt_cpus, rt_group, proc, cgroups, monitor.affinity),
                              calls=20),
         }
+        exposition.body()   # rendered once: the requests below measure serving only
+        pieces["http_request_new_connection"] = http_request_cpu(exposition, "new_connection")
+        pieces["http_request_keep_alive"] = http_request_cpu(exposition, "keep_alive")
         whole = timed(monitor.snapshot)
         pieces["snapshot_without_cgroups"] = round(max(0.0, whole - pieces["cgroups"]), 1)
     refresh = f"refresh (3 Gets + snapshot + a share of the rt_scan, run every {TASK_SCAN_SECONDS:g} s)"
     per_tick = {refresh: round(3 * pieces["dbus_get"] + whole + pieces["rt_scan"] / TASK_SCAN_SECONDS, 1),
                 "render (only when scraped)": pieces["render_cached_units"],
-                "signals (2 per second from the RT loop's STATUS=)": round(2 * pieces["signal_skim"], 1)}
+                "signals (2 per second from the RT loop's STATUS=)": round(2 * pieces["signal_skim"], 1),
+                "HTTP (2 scrapes per second, each on a new connection)":
+                    round(2 * pieces["http_request_new_connection"], 1)}
     print(json.dumps({"what": "microseconds per call, median of rounds, native CPU (not TCG)",
                       "rounds": ROUNDS, "calls": CALLS, "pieces_us": pieces, "per_tick_us": per_tick,
                       "rt_scan_tree": {"cgroups": 120, "threads": 300},

@@ -104,14 +104,18 @@ class Monitor:
         served = state.update(changed)
         if starting and unit.endswith(".service"):
             # Not signalled: a restart may have brought a new WatchdogSec= or slice.
-            state.update({n: self.bus.get(unit, SERVICE_IFACE, n) for n in START_PROPERTIES})
+            values = self.bus.get_many([(unit, SERVICE_IFACE, n) for n in START_PROPERTIES])
+            state.update(dict(zip(START_PROPERTIES, values)))
         return served
 
     def _read_watchdog_pings(self) -> None:
-        for unit, state in self.states.items():
-            if state.watchdog_usec and state.active_state == "active":
-                state.update({"WatchdogTimestampMonotonic":
-                              self.bus.get(unit, SERVICE_IFACE, "WatchdogTimestampMonotonic")})
+        armed = [unit for unit, state in self.states.items()
+                 if state.watchdog_usec and state.active_state == "active"]
+        if not armed:
+            return
+        pings = self.bus.get_many([(unit, SERVICE_IFACE, "WatchdogTimestampMonotonic") for unit in armed])
+        for unit, usec in zip(armed, pings):
+            self.states[unit].update({"WatchdogTimestampMonotonic": usec})
 
     # -- snapshot ------------------------------------------------------------
     def refresh(self) -> Snapshot:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import struct
+import time
 
 from jeepney import DBusAddress, MatchRule, Properties, new_method_call
 from jeepney.bus_messages import message_bus
@@ -47,6 +49,9 @@ ALL_UNITS = "*"
 # ConnectionError and TimeoutError are OSErrors; EOFError comes from a torn message.
 BusError = (OSError, EOFError)
 MAX_DRAIN = 1000
+# A message's serial: the uint32 after the fixed header's first 8 bytes (jeepney writes little-endian).
+SERIAL = struct.Struct("<I")
+SERIAL_OFFSET = 8
 
 
 def unit_path(unit: str) -> str:
@@ -80,7 +85,7 @@ class SystemdBus:
         self._connect = connect
         self.conn = None
         self.signals: collections.deque = collections.deque()
-        self._gets: dict[tuple[str, str, str], object] = {}
+        self._gets: dict[tuple[str, str, str], bytearray] = {}   # (unit, interface, name) -> the call's bytes
         self._filter = None
 
     def open(self) -> None:
@@ -133,12 +138,43 @@ class SystemdBus:
         return reply.body
 
     def get(self, unit: str, interface: str, name: str):
-        # The same few calls every tick: built once (a message is serialised with a new serial each time).
-        message = self._gets.get((unit, interface, name))
-        if message is None:
-            message = Properties(DBusAddress(unit_path(unit), SYSTEMD, interface)).get(name)
-            self._gets[(unit, interface, name)] = message
-        return unwrap(self._call(self.conn, message)[0])
+        return self.get_many([(unit, interface, name)])[0]
+
+    def get_many(self, wanted, timeout: float = 2.0) -> list:
+        """Properties.Get of each (unit, interface, name), sent together: one round trip, not one each.
+
+        The same few calls every tick, so each is serialised once and only its
+        serial is written again. Signals that arrive before the last reply are
+        queued as wait() would queue them.
+        """
+        conn = self.conn
+        pending, order, data = {}, [], bytearray()
+        for key in wanted:
+            call = self._gets.get(key)
+            if call is None:
+                unit, interface, name = key
+                message = Properties(DBusAddress(unit_path(unit), SYSTEMD, interface)).get(name)
+                call = self._gets[key] = bytearray(message.serialise(serial=1))
+            serial = next(conn.outgoing_serial)
+            SERIAL.pack_into(call, SERIAL_OFFSET, serial)
+            data += call
+            pending[serial] = None
+            order.append(serial)
+        conn.sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        waiting = len(order)
+        while waiting:
+            msg = conn.receive(timeout=max(0.0, deadline - time.monotonic()))
+            reply_to = msg.header.fields.get(HeaderFields.reply_serial)
+            if reply_to not in pending:
+                if msg.header.message_type == MessageType.signal:
+                    self.signals.append(msg)
+                continue
+            if msg.header.message_type == MessageType.error:
+                raise ConnectionError(f"D-Bus error {msg.header.fields} {msg.body}")
+            pending[reply_to] = unwrap(msg.body[0])
+            waiting -= 1
+        return [pending[serial] for serial in order]
 
     def seed(self, unit: str) -> dict:
         """The unit's state now; a unit systemd does not know reports LoadState not-found."""

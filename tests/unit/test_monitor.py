@@ -51,6 +51,9 @@ class FakeBus:
         self.gets.append(name)
         return self.props[unit][name]
 
+    def get_many(self, wanted):
+        return [self.get(*key) for key in wanted]
+
     def wait(self, timeout):
         self._check()
         out = list(self.pending)
@@ -561,3 +564,59 @@ def test_a_daemon_reload_that_unloads_and_reloads_a_unit_does_not_count_its_rest
                             (systemd_bus.ALL_UNITS, systemd_bus.RESEED)])
         monitor.listen(0)
     assert value(scrape(monitor.refresh()), "systemd_unit_restart_total", name=RT) == 1
+
+
+class WireBus:
+    """The far end of a socketpair playing dbus-daemon: answers Gets out of order, a signal in between."""
+
+    def __init__(self, values, error_for=()):
+        import socket as socket_mod
+        import threading
+        from jeepney.io.blocking import DBusConnectionBase
+        from jeepney.io.blocking import timeout_to_deadline
+
+        class Conn(DBusConnectionBase):   # jeepney's connection without the Hello a real bus needs
+            def receive(self, *, timeout=None):
+                return self._receive(timeout_to_deadline(timeout))
+        ours, self.theirs = socket_mod.socketpair()
+        self.conn = Conn(ours)
+        self.values, self.error_for = values, error_for
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        from jeepney import new_error, new_method_return
+        from jeepney.low_level import Parser
+        parser, calls = Parser(), []
+        while len(calls) < len(self.values):
+            parser.add_data(self.theirs.recv(4096))
+            while (msg := parser.get_next_message()) is not None:
+                calls.append(msg)
+        out = [signal_message(systemd_bus.unit_path(RT), systemd_bus.PROPERTIES_IFACE, "PropertiesChanged",
+                              "sa{sv}as", (systemd_bus.UNIT_IFACE, {"ActiveState": ("s", "failed")}, []))
+               .serialise(serial=500)]
+        for n, call in enumerate(reversed(calls)):
+            name = call.body[1]
+            reply = (new_error(call, "org.freedesktop.DBus.Error.UnknownProperty") if name in self.error_for
+                     else new_method_return(call, "v", (("t", self.values[name]),)))
+            out.append(reply.serialise(serial=600 + n))
+        self.theirs.sendall(b"".join(out))
+
+
+def test_gets_go_out_together_and_replies_are_matched_by_serial():
+    wire = WireBus({"WatchdogTimestampMonotonic": 11, "WatchdogUSec": 22, "NRestarts": 33})
+    bus = systemd_bus.SystemdBus([RT])
+    bus.conn = wire.conn
+    wanted = [(RT, systemd_bus.SERVICE_IFACE, name) for name in ("WatchdogTimestampMonotonic", "WatchdogUSec",
+                                                                  "NRestarts")]
+    assert bus.get_many(wanted) == [11, 22, 33]
+    assert len(bus.signals) == 1   # the signal that came first waits for wait(), as jeepney's filter would
+    wire.thread.join(5)
+
+
+def test_an_error_reply_in_a_batch_raises_connection_error():
+    wire = WireBus({"WatchdogUSec": 22, "Nope": 0}, error_for=("Nope",))
+    bus = systemd_bus.SystemdBus([RT])
+    bus.conn = wire.conn
+    with pytest.raises(ConnectionError):
+        bus.get_many([(RT, systemd_bus.SERVICE_IFACE, name) for name in ("WatchdogUSec", "Nope")])
