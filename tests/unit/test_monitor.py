@@ -412,17 +412,16 @@ def test_listen_says_whether_a_unit_changed_and_snapshot_asks_the_bus_nothing(ri
 
 
 class OneSignalMonitor:
-    """A monitor that sees one state change, then the service is asked to stop."""
+    """A monitor that sees one state change; stop is asked at the second tick."""
 
     def __init__(self, stop):
         self.stop, self.calls = stop, []
 
     def listen(self, timeout):
-        self.calls.append("listen")
-        if self.calls.count("listen") == 2:
+        self.calls.append(("listen", timeout))
+        if len(self.calls) > 2:
             self.stop.set()
-            return False
-        return True
+        return len(self.calls) == 1
 
     def snapshot(self):
         self.calls.append("snapshot")
@@ -433,12 +432,15 @@ class OneSignalMonitor:
         return "refreshed"
 
 
-def test_a_state_change_is_published_before_the_next_tick():
-    stop, published = threading.Event(), []
+def test_signals_are_folded_at_the_tick_and_a_change_is_published_without_a_refresh():
+    """Idle (no scraper): the tick folds what came without waiting on the bus, and publishes
+    the changed units without the cgroup reads of a refresh."""
+    stop, published, waits = threading.Event(), [], []
     monitor = OneSignalMonitor(stop)
     collector = types.SimpleNamespace(publish=published.append)
-    main.serve(monitor, collector, stop)
-    assert published == ["snapshot"] and "refresh" not in monitor.calls
+    main.serve(monitor, collector, stop, demand_age=lambda: main.IDLE_AFTER + 1, wait=waits.append)
+    assert monitor.calls[0] == ("listen", 0) and published == ["snapshot"]
+    assert len(waits) == 2 and 0 < waits[0] <= main.REFRESH_SECONDS   # the loop sleeps, not the bus
 
 
 # -- units that come and go; gaps ------------------------------------------------

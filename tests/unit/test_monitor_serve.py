@@ -308,19 +308,22 @@ def test_without_scrapers_the_refresh_slows_down(monkeypatch, demand_age, refres
     stop = threading.Event()
     ticks = [0]
 
+    def wait(seconds):   # a second passes per wait; 12 ticks in all (the 13th wait ends it)
+        clock[0] += seconds
+        ticks[0] += 1
+        if ticks[0] == 13:
+            stop.set()
+
     class Mon(CountingMonitor):
-        def listen(self, timeout):   # a second passes per wait; 12 ticks in all
-            clock[0] += main.REFRESH_SECONDS
-            ticks[0] += 1
-            if ticks[0] == 12:
-                stop.set()
+        def listen(self, timeout):
             return False
 
         def refresh(self):
             self.refreshes += 1
 
     monitor = Mon(stop, 10 ** 6)
-    main.serve(monitor, types.SimpleNamespace(publish=lambda s: None), stop, lambda: True, lambda: demand_age)
+    main.serve(monitor, types.SimpleNamespace(publish=lambda s: None), stop, lambda: True, lambda: demand_age,
+               wait)
     assert monitor.refreshes == refreshes   # idle: once in 12 s (every IDLE_REFRESH_SECONDS)
 
 
