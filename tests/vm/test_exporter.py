@@ -220,8 +220,8 @@ def test_figures_agree_with_systemctl_show(run, unit):
 def test_a_change_is_on_metrics_within_a_second(run, record_property):
     v = values(run["react"].output)
     assert v["react_ms"] != "timeout", run["react"].output
-    # Published at the next 1 s tick, where the signals that came are folded. How soon is a figure of the emulated
-    # machine and of what shares its host (1.1 s beside one VM, 2.8 s in a busier run), so it is
+    # Published at the next 1 s tick, where the signals that came are folded. How soon is a figure of the
+    # emulated machine and of what shares its host (1.1 s beside one VM, 2.8 s in a busier run), so it is
     # recorded (bench/results/vm-figures.json), not asserted; natively the tick profile is the benchmark.
     record_property("kill_to_snapshot_ms", int(v["snapshot_ms"]))
     record_property("kill_to_scraped_ms", int(v["react_ms"]))
