@@ -12,8 +12,9 @@ A connection is in one of three states:
   evicted first when the connection cap is reached); the timer is
   idle_timeout before the first byte of a kept-alive connection's next
   request, header_timeout once a request has begun (and for the first one);
-- answering (bcrypt may run in the server's worker thread): reading pauses
-  in effect, requests that arrive meanwhile are kept in the buffer;
+- answering (bcrypt may run in the server's worker thread), or waiting for
+  a client that does not read what it asked for: reading is paused, so what
+  the client sends meanwhile waits in the kernel, not in our buffer;
 - closing.
 """
 
@@ -32,6 +33,8 @@ class Connection(asyncio.Protocol):
         self.transport = None
         self.buffer = bytearray()
         self.timer: asyncio.TimerHandle | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
+        self.writing_paused = False   # the client does not read: answer nothing more until it does
         self.answered = 0        # requests answered: after the first, the idle timeout applies
         self.busy = False        # a request is being authorised
         self.eof = False         # the client will send nothing more
@@ -58,24 +61,43 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self):
         self.eof = True
-        # Keep the transport open (not under TLS, where asyncio closes it) while a request is answered.
-        return True if self.busy else None
+        # Keep the transport open (not under TLS, where asyncio closes it) while requests wait.
+        return True if self.busy or self.writing_paused else None
 
     def connection_lost(self, exc) -> None:
         self.cancel_timer()
+        if self.write_timer is not None:
+            self.write_timer.cancel()
         self.server.closed(self)
 
     def pause_writing(self) -> None:
         # The client does not read what it asked for: ask nothing more of it until it does.
-        self.transport.pause_reading()
+        self.writing_paused = True
+        self.flow()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self.writing_paused = False
+        self.take_requests()
+
+    def flow(self) -> None:
+        """Read only while requests can be answered: the rest waits in the kernel, not in self.buffer."""
+        if self.transport.is_closing():
+            return
+        if self.busy or self.writing_paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     # -- requests --------------------------------------------------------------------
     def take_requests(self) -> None:
-        """Answer the complete requests in the buffer, one at a time."""
-        while not self.busy and not self.transport.is_closing():
+        """Answer the complete requests in the buffer, one at a time; then read on if there is room."""
+        try:
+            self._take_requests()
+        finally:
+            self.flow()
+
+    def _take_requests(self) -> None:
+        while not self.busy and not self.writing_paused and not self.transport.is_closing():
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0 and len(self.buffer) <= MAX_HEADER_BYTES:
                 if self.eof:
@@ -118,8 +140,11 @@ class Connection(asyncio.Protocol):
         self.answered += 1
         if self.transport.get_write_buffer_size():
             # The kernel did not take it all: the client has write_timeout to read it.
-            asyncio.get_running_loop().call_later(self.server.limits.write_timeout, self.write_timeout)
-        if not keep or self.eof:
+            if self.write_timer is not None:
+                self.write_timer.cancel()
+            self.write_timer = asyncio.get_running_loop().call_later(
+                self.server.limits.write_timeout, self.write_timeout)
+        if not keep or (self.eof and self.buffer.find(b"\r\n\r\n") < 0):
             self.cancel_timer()
             self.server.idle.pop(self, None)
             self.transport.close()
@@ -127,6 +152,7 @@ class Connection(asyncio.Protocol):
         self.wait_for_request()
 
     def write_timeout(self) -> None:
+        self.write_timer = None
         if self.transport.get_write_buffer_size():   # also when closing: a client that does not read
             self.transport.abort()
 

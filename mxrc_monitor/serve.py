@@ -273,7 +273,9 @@ class Server:
             # EMFILE, then the process died). It gets ACCEPT_BATCH; the kernel keeps BACKLOG.
             server = self._loop.run_until_complete(self._loop.create_server(
                 self._protocol, sock=sock, backlog=ACCEPT_BATCH, ssl=self.ssl_context,
-                ssl_handshake_timeout=self.limits.header_timeout if self.ssl_context else None))
+                ssl_handshake_timeout=self.limits.header_timeout if self.ssl_context else None,
+                # a TLS close waits for the client's close_notify: as long as a write may, not asyncio's 30 s
+                ssl_shutdown_timeout=self.limits.write_timeout if self.ssl_context else None))
             sock.listen(BACKLOG)
             self._servers.append(server)
         self._loop.call_soon(self._ready.set)
@@ -347,8 +349,13 @@ class Server:
 
     def _answered_later(self, connection: Connection, request: Request, future) -> None:
         verdict = not future.cancelled() and future.exception() is None and future.result()
-        self._answer(connection, request, verdict)
-        connection.answered_later()
+        try:
+            self._answer(connection, request, verdict)
+        except Exception:
+            connection.transport.abort()   # as on the synchronous path; the loop's handler logs it
+            raise
+        finally:
+            connection.answered_later()
 
     def _answer(self, connection: Connection, request: Request, authorized: bool) -> None:
         stats = self.stats

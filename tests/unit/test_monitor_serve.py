@@ -1,15 +1,18 @@
 """The serving path on a real loopback socket: keep-alive, HEAD, gzip, OpenMetrics, limits, timeouts."""
 
+import asyncio
+import base64
 import gzip
 import logging
 import socket
 import struct
 import time
 
+import bcrypt
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
-from mxrc_monitor import main, serve
+from mxrc_monitor import main, serve, webconfig
 from mxrc_monitor.serve import Exposition, Limits, Server
 
 
@@ -401,3 +404,123 @@ def test_sockets_systemd_passed_are_served(start):
         server.stop()
         passed.close()
         listener.close()
+
+
+# -- clients that pipeline, do not read, half-close (found in review of the Protocol rewrite) -----------
+
+class Gauges:
+    def __init__(self, n):
+        self.n = n
+
+    def collect(self):
+        family = GaugeMetricFamily("systemd_unit_state", "a state", labels=["name"])
+        for i in range(self.n):
+            family.add_metric([f"unit-{i:07d}.service"], 1)
+        yield family
+
+
+def serving(collector, auth=None, **limits):
+    snapshot = object()
+    server = Server(Exposition([collector], lambda: snapshot), [serve.listen("127.0.0.1", 0)],
+                    Limits(**limits), auth=auth)
+    server.start()
+    return server
+
+
+def on_loop(server, fn):
+    async def call():
+        return fn()
+    return asyncio.run_coroutine_threadsafe(call(), server._loop).result(5)
+
+
+def basic(user, password):
+    return "Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() + "\r\n"
+
+
+def test_a_client_that_pipelines_and_never_reads_does_not_grow_the_write_buffer():
+    server = serving(Gauges(2000))            # ~100 KB body, like a host with many units
+    try:
+        with connect(server) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n" * 2000)   # 52 KB sent, nothing read
+            time.sleep(1)
+            buffered = on_loop(server, lambda: sum(c.transport.get_write_buffer_size()
+                                                   for c in server.connections))
+            assert buffered < 1_000_000, buffered    # without the pause: ~190 MB
+    finally:
+        server.stop()
+
+
+def test_reading_stops_while_bcrypt_checks_a_password():
+    auth = webconfig.BasicAuth({"prometheus": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(12))})   # ~0.25 s
+    server = serving(Gauges(1), auth=auth)
+    try:
+        with connect(server) as sock:
+            sock.sendall(f"GET / HTTP/1.1\r\n{basic('prometheus', 'guess')}\r\n".encode())
+            sock.settimeout(0.05)
+            deadline = time.monotonic() + 0.05
+            try:
+                while time.monotonic() < deadline:
+                    sock.send(b"x" * 65536)
+            except (socket.timeout, BlockingIOError, ConnectionError):
+                pass
+            held = on_loop(server, lambda: max(len(c.buffer) for c in server.connections))
+            assert held < 1_000_000, held            # without the pause: tens of MB in 50 ms
+    finally:
+        server.stop()
+
+
+def test_pipelined_requests_then_half_close_are_all_answered_with_auth():
+    auth = webconfig.BasicAuth({"prometheus": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(8))})
+    server = serving(Gauges(1), auth=auth)
+    try:
+        with connect(server) as sock:
+            sock.sendall(f"GET / HTTP/1.1\r\n{basic('prometheus', 's3cret')}\r\n".encode() * 3)
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert data.count(b"HTTP/1.1 200 OK") == 3
+    finally:
+        server.stop()
+
+
+def test_write_timeout_of_an_earlier_response_does_not_cut_a_later_one():
+    server = serving(Gauges(160000), write_timeout=1.0)   # ~8 MB body
+    size = len(server.exposition.body())
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)   # a real network's window
+            sock.connect(serve.probe_address(server.sockets[0]))
+
+            def get(pause):
+                sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+                got = 0
+                while got < size:
+                    chunk = sock.recv(65536)
+                    assert chunk, f"cut after {got} bytes"
+                    got += len(chunk)
+                    time.sleep(pause)
+            started = time.monotonic()
+            get(0)                                # read at once: its write_timeout is moot...
+            time.sleep(max(0.0, 0.8 - (time.monotonic() - started)))
+            get(0.004)                            # ...but fired ~0.2 s into this ~0.5 s read
+        wait_for(lambda: server.stats.connections_open == 0)
+        live = on_loop(server, lambda: [h for h in server._loop._scheduled if not h.cancelled()])
+        assert not live, live                     # no timers left for closed connections
+    finally:
+        server.stop()
+
+
+def test_a_failing_render_after_bcrypt_does_not_leave_the_connection_open_forever():
+    class Boom:
+        def collect(self):
+            raise RuntimeError("collector failed")
+    auth = webconfig.BasicAuth({"prometheus": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4))})
+    server = serving(Boom(), auth=auth, header_timeout=0.2, idle_timeout=0.2)
+    try:
+        with connect(server) as sock:
+            sock.sendall(f"GET /metrics HTTP/1.1\r\n{basic('prometheus', 's3cret')}\r\n".encode())
+            sock.settimeout(2)
+            assert sock.recv(100) == b""          # else: busy, no timer, not evictable, open for ever
+    finally:
+        server.stop()
