@@ -11,7 +11,7 @@ import dataclasses
 import threading
 
 from mxrc_monitor.cgroup import CgroupSample
-from mxrc_monitor.families import Family
+from mxrc_monitor.families import Family, metrics
 from mxrc_monitor.rtcpu import RtSample
 from mxrc_monitor.unitstate import STATES, UnitState
 
@@ -75,11 +75,12 @@ def unit_families(snap: Snapshot) -> list:
     """What systemd signalled: the same text for as long as the units' states are equal."""
     known = [u for u in snap.units if u.exists]
     services = [u for u in known if u.name.endswith(".service")]
+    restarts = [((u.name,), u.restarts_total) for u in services]   # under both names
     return [
         (UNIT_STATE, [((u.name, u.unit_type, s), 1.0 if u.active_state == s else 0.0)
                       for u in known for s in STATES]),
-        (UNIT_RESTARTS, [((u.name,), u.restarts_total) for u in services]),
-        (SERVICE_RESTARTS, [((u.name,), u.restarts_total) for u in services]),
+        (UNIT_RESTARTS, restarts),
+        (SERVICE_RESTARTS, restarts),
         (UNIT_FAILURES, [((u.name, result), count) for u in services
                          for result, count in sorted(u.failures_total.items())]),
         (WATCHDOG_TIMEOUT, [((u.name,), u.watchdog_usec / 1e6) for u in services]),
@@ -156,7 +157,7 @@ class SnapshotCollector:
 
     def collect(self):
         """prometheus_client's collector protocol (a registry, OpenMetrics tests)."""
-        return (family.metric(samples) for family, samples in self.families_of(self.snapshot))
+        return metrics(self.families_of(self.snapshot))
 
     @staticmethod
     def families_of(snap: Snapshot) -> list:

@@ -75,6 +75,11 @@ class Family:
         return family
 
 
+def metrics(declared):
+    """[(Family, samples)] as prometheus_client families: a collector's collect()."""
+    return (family.metric(samples) for family, samples in declared)
+
+
 def render(families, openmetrics: bool = False) -> str:
     """[(Family, samples)] as text (OpenMetrics without its final # EOF)."""
     return "".join(family.text(samples, openmetrics) for family, samples in families)

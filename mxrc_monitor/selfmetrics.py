@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mxrc_install import __version__
-from mxrc_monitor.families import Family
+from mxrc_monitor.families import Family, metrics
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -101,7 +101,7 @@ class SelfCollector:
         return out
 
     def collect(self):
-        return (family.metric(samples) for family, samples in self.families())
+        return metrics(self.families())
 
     def parts(self):
         return [(None, self.families)]

@@ -67,9 +67,6 @@ class Exposition:
 
     def __init__(self, collectors, snapshot_of):
         self.collectors = list(collectors)
-        self.registry = CollectorRegistry(auto_describe=False)
-        for collector in self.collectors:
-            self.registry.register(collector)
         self.snapshot_of = snapshot_of
         self._lock = threading.Lock()
         self._key = None
@@ -79,7 +76,14 @@ class Exposition:
 
     def add(self, collector) -> None:
         self.collectors.append(collector)
-        self.registry.register(collector)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The same collectors as prometheus_client sees them (serving does not use it: a yardstick)."""
+        registry = CollectorRegistry(auto_describe=False)
+        for collector in self.collectors:
+            registry.register(collector)
+        return registry
 
     def body(self, openmetrics_format: bool = False, gzipped: bool = False) -> bytes:
         with self._lock:

@@ -65,6 +65,13 @@ def unit_path(unit: str) -> str:
     return "/org/freedesktop/systemd1/unit/" + ("".join(out) or "_")
 
 
+def reply_body(reply):
+    """A method reply's body; a D-Bus error reply raises ConnectionError (one of BusError)."""
+    if reply.header.message_type == MessageType.error:
+        raise ConnectionError(f"D-Bus error {reply.header.fields} {reply.body}")
+    return reply.body
+
+
 def unwrap(value):
     """A jeepney variant is (signature, value); we only need the value."""
     return value[1] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) else value
@@ -132,10 +139,7 @@ class SystemdBus:
 
     @staticmethod
     def _call(conn, message, timeout=2.0):
-        reply = conn.send_and_get_reply(message, timeout=timeout)
-        if reply.header.message_type == MessageType.error:
-            raise ConnectionError(f"D-Bus error {reply.header.fields} {reply.body}")
-        return reply.body
+        return reply_body(conn.send_and_get_reply(message, timeout=timeout))
 
     def get(self, unit: str, interface: str, name: str):
         return self.get_many([(unit, interface, name)])[0]
@@ -148,7 +152,7 @@ class SystemdBus:
         queued as wait() would queue them.
         """
         conn = self.conn
-        pending, order, data = {}, [], bytearray()
+        order, data = [], bytearray()
         for key in wanted:
             call = self._gets.get(key)
             if call is None:
@@ -158,23 +162,18 @@ class SystemdBus:
             serial = next(conn.outgoing_serial)
             SERIAL.pack_into(call, SERIAL_OFFSET, serial)
             data += call
-            pending[serial] = None
             order.append(serial)
         conn.sock.sendall(data)
         deadline = time.monotonic() + timeout
-        waiting = len(order)
-        while waiting:
+        replies = {}
+        while len(replies) < len(order):
             msg = conn.receive(timeout=max(0.0, deadline - time.monotonic()))
             reply_to = msg.header.fields.get(HeaderFields.reply_serial)
-            if reply_to not in pending:
-                if msg.header.message_type == MessageType.signal:
-                    self.signals.append(msg)
-                continue
-            if msg.header.message_type == MessageType.error:
-                raise ConnectionError(f"D-Bus error {msg.header.fields} {msg.body}")
-            pending[reply_to] = unwrap(msg.body[0])
-            waiting -= 1
-        return [pending[serial] for serial in order]
+            if reply_to in order:
+                replies[reply_to] = unwrap(reply_body(msg)[0])
+            elif msg.header.message_type == MessageType.signal:
+                self.signals.append(msg)
+        return [replies[serial] for serial in order]
 
     def seed(self, unit: str) -> dict:
         """The unit's state now; a unit systemd does not know reports LoadState not-found."""

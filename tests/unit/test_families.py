@@ -9,7 +9,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from mxrc_monitor.cgroup import CgroupSample
 from mxrc_monitor.collector import Snapshot, SnapshotCollector
-from mxrc_monitor.families import Family, render
+from mxrc_monitor.families import Family, metrics, render
 from mxrc_monitor.rtcpu import RtSample
 from mxrc_monitor.selfmetrics import SelfCollector
 from mxrc_monitor.serve import Exposition, Stats
@@ -32,7 +32,7 @@ class Declared:
         self.declared = declared
 
     def collect(self):
-        return (family.metric(samples) for family, samples in self.declared)
+        return metrics(self.declared)
 
     def parts(self):
         return [(None, lambda: self.declared)]
