@@ -15,9 +15,10 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.utils import floatToGoString
 
-SAMPLE_SUFFIX = {"counter": "_total", "info": "_info", "gauge": ""}
-TEXT_TYPE = {"counter": "counter", "info": "gauge", "gauge": "gauge"}   # the text format has no info type
-METRIC_CLASS = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "info": InfoMetricFamily}
+# kind -> (its samples' name suffix, its TYPE in the text format (no info there), prometheus_client's class)
+KINDS = {"counter": ("_total", "counter", CounterMetricFamily),
+         "gauge": ("", "gauge", GaugeMetricFamily),
+         "info": ("_info", "gauge", InfoMetricFamily)}
 MAX_CACHED_PREFIXES = 4096   # label sets kept per family; more are formatted and not kept
 
 
@@ -37,10 +38,11 @@ class Family:
 
     def __init__(self, name: str, kind: str, doc: str, labels: tuple[str, ...] = ()):
         self.name, self.kind, self.doc, self.labels = name, kind, doc, tuple(labels)
-        self.sample_name = name + SAMPLE_SUFFIX[kind]
+        suffix, text_type, _ = KINDS[kind]
+        self.sample_name = name + suffix
         text_doc = doc.replace("\\", r"\\").replace("\n", r"\n")   # the text format names the samples
         sample = self.sample_name
-        self.text_head = f"# HELP {sample} {text_doc}\n# TYPE {sample} {TEXT_TYPE[kind]}\n"
+        self.text_head = f"# HELP {sample} {text_doc}\n# TYPE {sample} {text_type}\n"
         self.openmetrics_head = f"# HELP {name} {_escape_label(doc)}\n# TYPE {name} {kind}\n"
         self._order = sorted(range(len(self.labels)), key=self.labels.__getitem__)  # written sorted by name
         self._prefixes: dict[tuple, str] = {}
@@ -66,7 +68,7 @@ class Family:
     def metric(self, samples):
         """The prometheus_client family with these samples."""
         info = self.kind == "info"   # an info family's labels are in its value, a dict
-        family = METRIC_CLASS[self.kind](self.name, self.doc, labels=[] if info else list(self.labels))
+        family = KINDS[self.kind][2](self.name, self.doc, labels=[] if info else list(self.labels))
         for values, value in samples:
             if info:
                 family.add_metric([], dict(zip(self.labels, values)))

@@ -573,7 +573,6 @@ class WireBus:
 
     def __init__(self, values, error_for=()):
         import socket as socket_mod
-        import threading
         from jeepney.io.blocking import DBusConnectionBase
         from jeepney.io.blocking import timeout_to_deadline
 
