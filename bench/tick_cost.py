@@ -135,24 +135,41 @@ class Pieces:
         return sorted(rows, key=lambda r: -r["ms_per_s"])
 
 
-def instrumented() -> dict:
+def targets() -> list[tuple[object, str, str]]:
+    """(owner, attribute, shown name) of every wrapped piece; resolved at import, so a piece renamed in
+    mxrc_monitor fails tests/package/test_bench_scripts.py, not a VM run."""
     from mxrc_monitor import connection, main, monitor, rtcpu, serve, systemd_bus
     from mxrc_monitor.collector import SnapshotCollector
 
+    found = [(monitor.Monitor, attr, f"Monitor.{attr}") for attr in
+             ("listen", "refresh", "_read_watchdog_pings", "_sample_rt", "_sample_cgroups", "snapshot")]
+    found += [(systemd_bus.SystemdBus, "get_many", "SystemdBus.get_many (watchdog ping times)"),
+              (systemd_bus.SystemdBus, "wait", "SystemdBus.wait (signals)"),
+              (rtcpu, "counters", "rtcpu.counters (/proc/interrupts, /proc/softirqs)"),
+              (rtcpu, "scan_tasks", "rtcpu.scan_tasks"),
+              (SnapshotCollector, "publish", "SnapshotCollector.publish"),
+              (main.ServingProof, "__call__", "ServingProof"),
+              (main, "ping", "WATCHDOG=1")]
+    found += [(connection.Connection, attr, f"Connection.{attr}") for attr in
+              ("connection_made", "data_received", "connection_lost", "respond")]
+    found += [(serve.Server, "handle", "Server.handle"),
+              (serve.Exposition, "body", "Exposition.body (render once per snapshot)")]
+    missing = [f"{getattr(owner, '__name__', owner)}.{attr}" for owner, attr, _ in found
+               if not hasattr(owner, attr)]
+    if missing:
+        raise ImportError(f"tick_cost: mxrc_monitor has no {', '.join(missing)}")
+    return found
+
+
+TARGETS = targets()
+
+
+def instrumented() -> dict:
+    from mxrc_monitor import main
+
     pieces = Pieces()
-    for attr in ("listen", "refresh", "_read_watchdog_pings", "_sample_rt", "_sample_cgroups", "snapshot"):
-        pieces.wrap(monitor.Monitor, attr, f"Monitor.{attr}")
-    pieces.wrap(systemd_bus.SystemdBus, "get_many", "SystemdBus.get_many (watchdog ping times)")
-    pieces.wrap(systemd_bus.SystemdBus, "wait", "SystemdBus.wait (signals)")
-    pieces.wrap(rtcpu, "counters", "rtcpu.counters (/proc/interrupts, /proc/softirqs)")
-    pieces.wrap(rtcpu, "scan_tasks", "rtcpu.scan_tasks")
-    pieces.wrap(SnapshotCollector, "publish", "SnapshotCollector.publish")
-    pieces.wrap(main.ServingProof, "__call__", "ServingProof")
-    pieces.wrap(main, "ping", "WATCHDOG=1")
-    for attr in ("connection_made", "data_received", "connection_lost", "respond"):
-        pieces.wrap(connection.Connection, attr, f"Connection.{attr}")
-    pieces.wrap(serve.Server, "handle", "Server.handle")
-    pieces.wrap(serve.Exposition, "body", "Exposition.body (render once per snapshot)")
+    for owner, attr, name in TARGETS:
+        pieces.wrap(owner, attr, name)
 
     result = {}
 
