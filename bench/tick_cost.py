@@ -57,7 +57,7 @@ def client(kind: str, seconds: float) -> None:
 
 
 def thread_cpu_ms(pid) -> dict[str, float]:
-    """thread name (comm, numbered when repeated) -> user + system CPU in ms."""
+    """"main" or "thread-N" (N-th thread by id) -> its user + system CPU in ms."""
     out = {}
     for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
         with open(f"/proc/{pid}/task/{tid}/stat") as f:
