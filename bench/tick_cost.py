@@ -17,42 +17,37 @@ place, inside the VM with the packages installed and mxrc.target running:
    per call. Nested pieces are indented under the piece that calls them; a
    thread's CPU beyond its outermost pieces is the event loop and the kernel
    (select, accept, wake-ups).
-The client is another process. Prints JSON.
-Usage (in the VM, root): tick_cost.py [SECONDS_PER_PHASE]; bench/run-tick-cost runs it.
+The client is another process, with exporter_cost.py's scrapers (scrape:
+a new connection each time; PrometheusLike). Prints JSON.
+Usage (in the VM, root, exporter_cost.py beside it): tick_cost.py [SECONDS_PER_PHASE];
+bench/run-tick-cost runs it.
 """
 import collections
-import http.client
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "--client" else 40.0
-INTERVAL = 0.5
+from exporter_cost import INTERVAL, PrometheusLike, scrape, sh, wait_http
+
 PORT = 9558
 URL = f"http://127.0.0.1:{PORT}/metrics"
 UNIT = "mxrc-monitor.service"
-# Prometheus 2.x's Accept header (as exporter_cost.PrometheusLike sends it)
-ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-          "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 PHASES = (("new_connection", "new"), ("as_prometheus", "keep"), ("not_scraped", None))
+# The client process: its arguments are taken off argv before the imports, which read argv.
+CLIENT = ("import sys; kind, seconds = sys.argv[1], float(sys.argv[2]); del sys.argv[1:]; "
+          "import tick_cost; tick_cost.client(kind, seconds)")
 
 
 def client(kind: str, seconds: float) -> None:
-    conn = None
+    """Scrape every INTERVAL for `seconds`: "new" on a new connection each time, "keep" as Prometheus."""
+    scraper = scrape if kind == "new" else PrometheusLike(URL)
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         tick = time.monotonic()
-        if kind == "new":
-            urllib.request.urlopen(URL, timeout=10).read()
-        else:
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
-            conn.request("GET", "/metrics", headers={"Accept": ACCEPT, "Accept-Encoding": "gzip"})
-            conn.getresponse().read()
+        scraper(URL)
         time.sleep(max(0.0, INTERVAL - (time.monotonic() - tick)))
 
 
@@ -67,39 +62,26 @@ def thread_cpu_ms(pid) -> dict[str, float]:
     return out
 
 
-def run_phase(pid, kind) -> tuple[float, dict]:
+def run_phase(pid, kind, seconds: float) -> tuple[float, dict]:
     before, started = thread_cpu_ms(pid), time.monotonic()
     if kind:
-        subprocess.run([sys.executable, __file__, "--client", kind, str(SECONDS)], check=True)
+        subprocess.run([sys.executable, "-c", CLIENT, kind, str(seconds)], check=True,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
     else:
-        time.sleep(SECONDS)
+        time.sleep(seconds)
     elapsed = time.monotonic() - started
     after = thread_cpu_ms(pid)
     return elapsed, {t: round((after[t] - before.get(t, 0.0)) / elapsed, 2) for t in after}
 
 
-def wait_http() -> None:
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(URL, timeout=5).read()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"tick_cost: nothing answers on {URL}")
-
-
-def sh(*cmd) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def the_unit() -> dict:
+def the_unit(seconds: float) -> dict:
     sh("systemctl", "restart", UNIT)
-    wait_http()
+    wait_http(URL)
     time.sleep(5)
     pid = int(sh("systemctl", "show", "-p", "MainPID", "--value", UNIT))
     out = {}
     for name, kind in PHASES:
-        _, out[name] = run_phase(pid, kind)
+        _, out[name] = run_phase(pid, kind, seconds)
     sh("systemctl", "stop", UNIT)
     return out
 
@@ -164,8 +146,8 @@ def targets() -> list[tuple[object, str, str]]:
 TARGETS = targets()
 
 
-def instrumented() -> dict:
-    from mxrc_monitor import main
+def instrumented(seconds: float) -> dict:
+    from mxrc_monitor import main as exporter
 
     pieces = Pieces()
     for owner, attr, name in TARGETS:
@@ -175,31 +157,29 @@ def instrumented() -> dict:
 
     def drive():
         try:
-            wait_http()
+            wait_http(URL)
             time.sleep(5)
             pieces.take(1.0)
             for name, kind in PHASES:
-                elapsed, threads = run_phase(os.getpid(), kind)
+                elapsed, threads = run_phase(os.getpid(), kind, seconds)
                 result[name] = {"threads_ms_per_s": threads, "pieces": pieces.take(elapsed)}
         finally:
             os.kill(os.getpid(), 15)   # main.serve's SIGTERM handler ends the exporter
 
     threading.Thread(target=drive, daemon=True).start()
-    main.main(["--listen", "127.0.0.1", "--port", str(PORT)])
+    exporter.main(["--listen", "127.0.0.1", "--port", str(PORT)])
     return result
 
 
-def main_() -> int:
-    if sys.argv[1:2] == ["--client"]:
-        client(sys.argv[2], float(sys.argv[3]))
-        return 0
+def main() -> int:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
     subprocess.run(["systemctl", "start", "mxrc.target"], check=True)
-    results = {"seconds_per_phase": SECONDS, "scrape_interval_s": INTERVAL,
-               "unit_threads_ms_per_s": the_unit(), "in_process": instrumented()}
+    results = {"seconds_per_phase": seconds, "scrape_interval_s": INTERVAL,
+               "unit_threads_ms_per_s": the_unit(seconds), "in_process": instrumented(seconds)}
     subprocess.run(["systemctl", "start", UNIT], check=True)
     print(json.dumps(results, indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main_())
+    sys.exit(main())
