@@ -90,6 +90,14 @@ def test_compare_picks_baseline_and_newest_optimised_boot():
     assert boottime.choose_pair(records, before_id="bb", after_id="cc")[0].boot_id == "bbb"
 
 
+def test_compare_takes_an_optimised_boot_that_came_first():
+    """docs/operations.md: one reboot with boot.optimize=no on a robot that booted optimised."""
+    records = [record("aaa", None, False, "before"), record("bbb", 3.0, True), record("ccc", 5.0, False)]
+    before, after = boottime.choose_pair(records)
+    assert (before.boot_id, after.boot_id) == ("ccc", "bbb")
+    assert boottime.comparison(before, after)["ready"]["change_percent"] == -40.0
+
+
 def test_compare_shows_which_services_no_longer_wait_for_basic_target():
     def booted(boot_id, optimized, nonrt_start):
         units = shown(**{names.NONRT: (nonrt_start, nonrt_start + 500_000), names.RT: (5_000_000, 5_500_000),
