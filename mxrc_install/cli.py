@@ -82,7 +82,7 @@ COMMANDS = {
     "capture": ("copy the files the probes read into DEST, to make a test fixture of this machine",
                 call("pipeline.commands", "capture", "dest")),
     "config": ("show the settings, or change them with KEY=VALUE",
-               call("pipeline.commands", "config_show_or_set", "assignments", "check")),
+               call("pipeline.commands", "config_show_or_set", "assignments", "check", "apply")),
     "configure": ("run the configure steps (called by the postinst)", cmd_configure),
     "steps": ("list the configure steps and whether each is enabled", cmd_steps),
     "isolate": ("keep interrupts, workqueues, kernel threads and deep idle states off the RT CPUs, "
@@ -168,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     subs["capture"].add_argument("dest", type=Path, help="directory to create the fixture in")
     subs["config"].add_argument("assignments", nargs="*", metavar="KEY=VALUE",
                                 help="e.g. rt.cpus=2-3 rt.watchdog_sec=30 monitor.port=9558")
-    subs["config"].add_argument("--check", action="store_true",
-                                help="only validate the KEY=VALUE assignments; write nothing")
+    config_mode = subs["config"].add_mutually_exclusive_group()
+    config_mode.add_argument("--check", action="store_true",
+                             help="only validate the KEY=VALUE assignments; write nothing")
+    config_mode.add_argument("--apply", action="store_true",
+                             help="then run apply if a setting's value changed")
     subs["configure"].add_argument("action", nargs="?", help="the postinst's action, e.g. configure")
     subs["configure"].add_argument("old_version", nargs="?", help="the version being upgraded from")
     subs["isolate"].add_argument("action", choices=("start", "stop"),

@@ -244,7 +244,8 @@ def shown(value) -> str:
     return str(value)
 
 
-def config_show_or_set(root: SysRoot, assignments: list[str], check: bool = False) -> int:
+def config_show_or_set(root: SysRoot, assignments: list[str], check: bool = False,
+                       then_apply: bool = False) -> int:
     if check:   # validate only: the postinst asks this for each debconf answer
         for a in assignments:
             config.parse_assignment(a)
@@ -258,7 +259,18 @@ def config_show_or_set(root: SysRoot, assignments: list[str], check: bool = Fals
     with lock.exclusive(root):
         text = root.read_setting(config.CONFIG_PATH)
         new = config.set_values(text if text is not None else config.DEFAULT_FILE, values)
-        config.parse_config(new, str(root.path(config.CONFIG_PATH)))  # the whole file must stay valid
+        after = config.parse_config(new, str(root.path(config.CONFIG_PATH)))  # the whole file must stay valid
         if new != text:
             apply.write_under(root, config.CONFIG_PATH, new)
+    # Values, not lines: a file that only gains a line spelling out a default changes nothing to apply
+    # (mxrc-monitor's postinst, which used to read the settings before and after in two more runs).
+    if then_apply and after != _settings_or_none(text if text is not None else config.DEFAULT_FILE):
+        return run_apply(root)
     return EXIT_OK
+
+
+def _settings_or_none(text: str):
+    try:
+        return config.parse_config(text)
+    except config.ConfigError:   # a broken file that the assignments mended: changed
+        return None

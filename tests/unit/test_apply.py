@@ -177,3 +177,27 @@ def test_intent_lines_are_compacted_by_the_next_apply(machine):
     manifest.write_text(before + f"{'0' * 64}  /{RT_DROPIN}\n")
     assert run(machine, "apply") == 0
     assert manifest.read_text() == before
+
+
+MONITOR_DROPIN = "etc/systemd/system/mxrc-monitor.service.d/50-mxrc-hardware.conf"
+
+
+def test_config_apply_applies_only_a_changed_value(machine, capsys):
+    """mxrc-monitor's postinst: one run that writes the answers and applies when they changed."""
+    run(machine, "config", "rt.priority=70")   # mxrc-systemd's postinst wrote the file, no [monitor] lines
+    conf = machine / "etc/mxrc/mxrc-systemd.conf"
+    assert run(machine, "config", "--apply", "monitor.listen=0.0.0.0", "monitor.port=9558") == 0
+    assert "port = 9558" in conf.read_text()          # the defaults spelled out ...
+    assert not (machine / MONITOR_DROPIN).exists()    # ... change no value: nothing applied
+    assert "file(s) changed" not in capsys.readouterr().out
+    assert run(machine, "config", "--apply", "monitor.port=9559") == 0
+    assert "--port 9559" in (machine / MONITOR_DROPIN).read_text()
+    assert "file(s) changed" in capsys.readouterr().out
+
+
+def test_config_apply_applies_a_mended_file(machine):
+    conf = machine / "etc/mxrc/mxrc-systemd.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("[monitor]\nport = 0\n")
+    assert run(machine, "config", "--apply", "monitor.port=9558") == 0
+    assert (machine / RT_DROPIN).exists()

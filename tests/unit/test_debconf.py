@@ -224,3 +224,25 @@ def test_valid_answers_cost_one_mxrc_systemd_run(tmp_path):
     result = run_config(env, pkg, "mxrc-monitor")
     assert "preseeded mxrc-monitor/port = '0' is invalid" in result.stderr
     assert len((tmp_path / "calls").read_text().splitlines()) == 4   # all, the probe, then each alone
+
+
+@pytest.mark.spawns
+@pytest.mark.skipif(not os.path.exists("/usr/share/debconf/frontend"), reason="needs debconf")
+def test_monitor_postinst_writes_and_applies_in_one_run(tmp_path):
+    """Each run is a Python start: the monitor's postinst once read the settings before and after
+    (what `config --apply` does in that one run: test_apply.py)."""
+    env, pkg = debconf_home(tmp_path)
+    assert run_config(env, pkg, "mxrc-monitor").returncode == 0
+    (pkg / "mxrc-monitor.postinst").write_text(read("mxrc-monitor.postinst"))
+    (pkg / "mxrc-monitor.postinst").chmod(0o755)
+    bindir = tmp_path / "bin"   # only the calls: the postinst's root is / (debconf reads DPKG_ROOT too)
+    (bindir / "mxrc-systemd").write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path}/calls\nexit ${{RC:-0}}\n")
+    for rc, warned in (("0", False), ("2", False), ("1", True)):
+        (tmp_path / "calls").unlink()
+        result = subprocess.run(["/usr/share/debconf/frontend", str(pkg / "mxrc-monitor.postinst"),
+                                 "configure"], env={**env, "RC": rc}, capture_output=True, text=True)
+        assert result.returncode == 0 and ("warning" in result.stderr) == warned, (rc, result.stderr)
+        # (the frontend runs the config script first: its one `config --check`)
+        calls = [c for c in (tmp_path / "calls").read_text().splitlines()
+                 if not c.startswith("config --check")]
+        assert calls == ["--root / config --apply monitor.listen=0.0.0.0 monitor.port=9558"], calls
