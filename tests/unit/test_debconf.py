@@ -246,3 +246,10 @@ def test_monitor_postinst_writes_and_applies_in_one_run(tmp_path):
         calls = [c for c in (tmp_path / "calls").read_text().splitlines()
                  if not c.startswith("config --check")]
         assert calls == ["--root / config --apply monitor.listen=0.0.0.0 monitor.port=9558"], calls
+
+
+def test_monitor_postinst_applies_before_debhelper_restarts_the_monitor():
+    """dpkg-reconfigure mxrc-monitor: debhelper's part restarts the service, which must find the new
+    drop-in (the VM's fleet scenario reads the running process's arguments)."""
+    script = read("mxrc-monitor.postinst")
+    assert script.index("config --apply") < script.index("\n#DEBHELPER#")

@@ -105,6 +105,9 @@ def two_cpus(fleet_image, repositories, debs):
                                 f"printf '{monitor_answers}\\n' | script -qec "
                                 "'dpkg-reconfigure -freadline -pmedium mxrc-monitor' /dev/null"),
                 ("config", "cat /etc/mxrc/mxrc-systemd.conf"),
+                # dpkg-reconfigure mxrc-monitor restarted the exporter: with the new address already
+                ("monitor-reconfigured", "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value "
+                                         "mxrc-monitor.service)/cmdline"),
                 # Settings that act at exec time (priority, watchdog) need a restart,
                 # which reconfigure leaves to the operator: it interrupts the robot.
                 ("restart", "systemctl restart mxrc.target"),
@@ -176,6 +179,7 @@ def test_dpkg_reconfigure_changes_the_live_units(two_cpus):
     assert "current scheduling priority: 60" in two_cpus["rt-sched-after"].output
     assert "restart mxrc.target" in two_cpus["reconfigure"].output
     assert "--listen 127.0.0.1 --port 9559" in two_cpus["monitor-after"].output
+    assert "--listen 127.0.0.1 --port 9559" in two_cpus["monitor-reconfigured"].output
 
 
 def test_installed_from_the_signed_repository_with_its_recommends(two_cpus):
