@@ -78,7 +78,7 @@ COMMANDS = {
     "uninstall": ("remove the drop-ins mxrc-systemd wrote (admin files are kept)",
                   call("pipeline.commands", "uninstall", "purge")),
     "boot-check": ("at boot: apply on first boot or changed hardware (mxrc-systemd-hardware.service)",
-                   call("pipeline.commands", "boot_check")),
+                   call("pipeline.bootcheck", "boot_check")),
     "capture": ("copy the files the probes read into DEST, to make a test fixture of this machine",
                 call("pipeline.commands", "capture", "dest")),
     "config": ("show the settings, or change them with KEY=VALUE",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import re
@@ -26,8 +25,6 @@ from mxrc_install.sysroot import SysRoot
 log = logging.getLogger(__name__)
 
 MANIFEST = f"{STATE_DIR}/owned-files"          # "sha256  /path" lines
-HARDWARE = f"{STATE_DIR}/hardware.json"        # the facts the last apply was planned from
-FIRST_BOOT = f"{STATE_DIR}/pending-first-boot"  # set by an install without a running system
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +203,7 @@ def execute(root: SysRoot, actions: list) -> bool:
     vouched for; the final manifest then keeps one digest per path.
     """
     owned = {path: set(d) for path, d in read_manifest(root).items()}
-    remove_stale_temp_files(root, [a.path for a in actions] + list(owned) + [MANIFEST, HARDWARE])
+    remove_stale_temp_files(root, [a.path for a in actions] + list(owned) + [MANIFEST, paths.HARDWARE_RECORD])
     writes = [a for a in actions if isinstance(a, (Write, Adopt))]
     for action in writes:
         owned.setdefault(action.path, set()).add(sha256(action.content))
@@ -240,21 +237,6 @@ def _remove_empty_dir(directory: Path) -> None:
         directory.rmdir()
     except OSError:
         pass
-
-
-def record_hardware(root: SysRoot, fingerprint: dict) -> None:
-    write_under(root, HARDWARE, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
-
-
-def recorded_hardware(root: SysRoot) -> dict | None:
-    """The fingerprint of the last apply; None when absent or unusable (then apply runs again)."""
-    try:
-        data = paths.read_bytes(root, HARDWARE)
-        value = json.loads(data) if data else None
-    except (UnsafePath, ValueError):   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        log.warning("%s is unreadable; treating the hardware as unknown", HARDWARE)
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def daemon_reload(root: SysRoot) -> None:

@@ -6,8 +6,8 @@ import logging
 import shutil
 import sys
 
-from mxrc_install.pipeline import (activate, apply, config, expected, isolate, lock, paths, plan, probe,
-                                   report, unitgraph)
+from mxrc_install.pipeline import (activate, apply, config, expected, fingerprint, isolate, lock, paths, plan,
+                                   probe, report, unitgraph)
 
 from mxrc_install import names, process
 from mxrc_install.cpulist import format_cpulist
@@ -88,7 +88,7 @@ def run_apply(root: SysRoot, booting: bool = False) -> int:
 def _apply_locked(root: SysRoot, booting: bool) -> int:
     cfg = load_config(root)  # a bad config stops here, before anything is written
     if not can_probe(root):
-        apply.write_under(root, apply.FIRST_BOOT, "")
+        apply.write_under(root, paths.FIRST_BOOT, "")
         print("mxrc-systemd: no running system to probe (image build or chroot): the hardware is "
               "probed and the units adapted at first boot by mxrc-systemd-hardware.service")
         return EXIT_OK
@@ -96,8 +96,8 @@ def _apply_locked(root: SysRoot, booting: bool) -> int:
     result = plan.make_plan(facts, cfg)
     actions = apply.actions_for(root, result.owned_files())
     changed = apply.execute(root, actions)
-    apply.record_hardware(root, plan.hardware_fingerprint(facts))
-    root.path(apply.FIRST_BOOT).unlink(missing_ok=True)
+    apply.write_under(root, paths.HARDWARE_RECORD, fingerprint.render(fingerprint.from_facts(facts)))
+    root.path(paths.FIRST_BOOT).unlink(missing_ok=True)
     p = result.placement
     print(f"mxrc-systemd: RT CPUs {format_cpulist(p.rt_cpus)}, non-RT CPUs "
           f"{format_cpulist(p.nonrt_cpus)}, NUMA {format_cpulist(p.numa_nodes)}: "
@@ -120,28 +120,6 @@ def _apply_locked(root: SysRoot, booting: bool) -> int:
 def services_running() -> bool:
     """Whether any MXRC service runs now (systemctl is-active: 0 when at least one is active)."""
     return process.run(["systemctl", "is-active", "--quiet", *names.SERVICES]).ok
-
-
-def boot_check(root: SysRoot) -> int:
-    """At every boot, before mxrc.target: adapt to the machine an image landed on."""
-    if root.exists(apply.FIRST_BOOT):
-        print("mxrc-systemd: first boot after an image build: probing and applying")
-        return run_apply(root, booting=True)
-    old = apply.recorded_hardware(root)
-    facts = probe.read_facts(root)
-    new = plan.hardware_fingerprint(facts)
-    if old is None:
-        return run_apply(root, booting=True)
-    changes = plan.fingerprint_changes(old, new)
-    if not changes:
-        print("mxrc-systemd: hardware unchanged since the last apply")
-        return EXIT_OK
-    print("mxrc-systemd: the hardware changed since the last apply: " + "; ".join(changes))
-    if load_config(root).reapply_on_hardware_change:
-        return run_apply(root, booting=True)
-    print("WARNING [hardware-changed] the units still carry the old placement\n"
-          "        fix: run mxrc-systemd apply (or set boot.reapply_on_hardware_change = yes)")
-    return EXIT_WARNINGS
 
 
 def verify(root: SysRoot) -> int:

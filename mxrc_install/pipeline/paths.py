@@ -19,6 +19,8 @@ from mxrc_install.exits import UserError
 from mxrc_install.sysroot import SysRoot
 
 STATE_DIR = "/var/lib/mxrc-systemd"
+HARDWARE_RECORD = f"{STATE_DIR}/hardware.json"  # the fingerprint the last apply was planned from
+FIRST_BOOT = f"{STATE_DIR}/pending-first-boot"  # set by an install without a running system
 
 _UNIT = r"[A-Za-z0-9:_.@\\-]+"
 

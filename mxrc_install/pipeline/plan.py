@@ -267,21 +267,3 @@ def make_plan(facts: Facts, config: Config = Config()) -> Plan:
     findings += kernel_findings(facts, placement.rt_cpus) + machine_findings(facts)
     findings += dependency_findings(facts)
     return Plan(placement, render.render_dropins(placement), tuple(findings), render.render_files(placement))
-
-
-def hardware_fingerprint(facts: Facts) -> dict:
-    """What, when it changes between boots, calls for a new plan."""
-    c = facts.cmdline
-    return {
-        "cpus_online": format_cpulist(facts.cpus.online),
-        "numa_nodes": {str(n): format_cpulist(cpus) for n, cpus in sorted(facts.numa_nodes.items())},
-        "isolcpus": format_cpulist(c.isolcpus) if c.isolcpus else None,
-        "nohz_full": format_cpulist(c.nohz_full) if c.nohz_full else None,
-        "preempt_rt": facts.preempt_rt,
-        "memory_gib": round(facts.memory_bytes / 1024**3) if facts.memory_bytes else None,
-    }
-
-
-def fingerprint_changes(old: dict, new: dict) -> list[str]:
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key)]

@@ -163,20 +163,31 @@ def parse_cpu_model(text: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+def read_cmdline(root: SysRoot, cpus: Cpus) -> KernelCmdline:
+    return parse_cmdline(root.read_text("/proc/cmdline") or "", max(cpus.present) if cpus.present else None)
+
+
+def read_preempt_rt(root: SysRoot) -> bool | None:
+    return parse_preempt_rt(root.read_text("/proc/sys/kernel/version"),
+                            root.read_text("/sys/kernel/realtime"))
+
+
+def read_memory_bytes(root: SysRoot) -> int | None:
+    return parse_meminfo(root.read_text("/proc/meminfo") or "")
+
+
 def read_facts(root: SysRoot) -> Facts:
     cpus = read_cpus(root)
-    last_cpu = max(cpus.present) if cpus.present else None
     release = (root.read_text("/proc/sys/kernel/osrelease") or "").strip() or None
     kconfig = root.read_text(f"/boot/config-{release}") if release else None
     controllers = root.read_text("/sys/fs/cgroup/cgroup.controllers")
     return Facts(
         cpus=cpus,
         numa_nodes=read_numa(root, cpus),
-        cmdline=parse_cmdline(root.read_text("/proc/cmdline") or "", last_cpu),
-        memory_bytes=parse_meminfo(root.read_text("/proc/meminfo") or ""),
+        cmdline=read_cmdline(root, cpus),
+        memory_bytes=read_memory_bytes(root),
         kernel_release=release,
-        preempt_rt=parse_preempt_rt(root.read_text("/proc/sys/kernel/version"),
-                                    root.read_text("/sys/kernel/realtime")),
+        preempt_rt=read_preempt_rt(root),
         rt_group_sched=parse_kconfig(kconfig, "CONFIG_RT_GROUP_SCHED") if kconfig else None,
         systemd_version=read_systemd_version(root),
         cgroup_v2=controllers is not None,

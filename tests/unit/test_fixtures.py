@@ -11,7 +11,7 @@ import pytest
 from sysroots import golden_plan
 
 from mxrc_install import findings
-from mxrc_install.pipeline import plan, probe
+from mxrc_install.pipeline import fingerprint, plan, probe
 from mxrc_install.sysroot import SysRoot
 
 FIXTURES = sorted(p for p in (Path(__file__).parent / "fixtures").iterdir() if (p / "root").is_dir())
@@ -55,3 +55,11 @@ def test_every_finding_says_why_and_how_to_fix(machine):
     result = plan.make_plan(probe.read_facts(SysRoot(machine / "root")))
     for finding in result.findings:
         assert finding.reason and finding.fix and finding.severity in (plan.ERROR, plan.WARNING, plan.INFO)
+
+
+@pytest.mark.parametrize("machine", FIXTURES, ids=lambda p: p.name)
+def test_the_boot_check_reads_the_fingerprint_apply_records(machine):
+    """boot-check reads only the files a fingerprint is made of; it must come to what apply records
+    from the full probe, or every boot would look like new hardware."""
+    root = SysRoot(machine / "root")
+    assert fingerprint.read(root) == fingerprint.from_facts(probe.read_facts(root))

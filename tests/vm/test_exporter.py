@@ -127,14 +127,18 @@ STEPS = [
               "echo \"$out\" | "
               "grep -E '^mxrc_monitor_http_(rejected_total|connections)|^process_(open_fds|max_fds)'"),
     # Issue 14: the HTTP thread alone stops (ptrace); the collection loop goes on; the watchdog must see it.
-    ("stall", f"pid=$(prop mxrc-monitor.service MainPID); n0=$(prop mxrc-monitor.service NRestarts); "
-              # The tracer lets go after 60 s: a fatal signal waits for a ptrace-stopped thread, so
-              # holding it longer only delays systemd's SIGABRT (then TimeoutAbortSec's SIGKILL).
+    # A fatal signal waits for a ptrace-stopped thread: systemd's SIGABRT takes effect when the tracer
+    # lets go (60 s) or TimeoutAbortSec= sends SIGKILL. For the test bed both clocks are shortened
+    # (a 10 s watchdog, SIGKILL 5 s after SIGABRT), which took ~35 s off the step; the shipped
+    # WatchdogSec=30s is the "unit" step's.
+    ("stall", "drill mxrc-monitor.service WatchdogSec=10s TimeoutAbortSec=5s; "
+              f"pid=$(prop mxrc-monitor.service MainPID); n0=$(prop mxrc-monitor.service NRestarts); "
               f"{PROBE} stall $pid 60 & tracer=$!; sleep 1; t0=$(date +%s); "
               "for i in $(seq 1 110); do new=$(prop mxrc-monitor.service MainPID); "
               "[ \"$new\" != \"$pid\" ] && [ \"$new\" != 0 ] && break; sleep 1; done; "
               "echo restarted_after_s=$(( $(date +%s) - t0 )) nrestarts_before=$n0 "
               "nrestarts_after=$(prop mxrc-monitor.service NRestarts); kill $tracer 2>/dev/null; "
+              "undrill mxrc-monitor.service; "
               "for i in $(seq 1 30); do systemctl is-active -q mxrc-monitor.service && break; sleep 1; done; "
               f"sleep 2; echo served_after=$({SCRAPE} | grep -c '^systemd_unit_state'); "
               "journalctl -b -o cat --no-pager -u mxrc-monitor.service | "
