@@ -12,8 +12,7 @@ import json
 import logging
 
 from mxrc_install.cpulist import format_cpulist
-from mxrc_install.pipeline import paths
-from mxrc_install.pipeline import probe
+from mxrc_install.pipeline import paths, probe
 from mxrc_install.pipeline.cmdline import KernelCmdline
 from mxrc_install.pipeline.paths import HARDWARE_RECORD, UnsafePath
 from mxrc_install.sysroot import SysRoot
