@@ -1,4 +1,4 @@
-"""The mxrc-monitor daemon: fold systemd's signals, snapshot once a second, serve /metrics."""
+"""The mxrc-monitor daemon: fold systemd's signals each second, refresh when scraped, serve /metrics."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 
 from mxrc_install import names
 from mxrc_monitor.collector import SnapshotCollector
+from mxrc_monitor.demand import IDLE_REFRESH_SECONDS, Demand
 from mxrc_monitor.monitor import Monitor
 from mxrc_monitor import serve as serve_mod
 from mxrc_monitor import webconfig
@@ -29,8 +30,6 @@ log = logging.getLogger("mxrc-monitor")
 REFRESH_SECONDS = 1.0
 DEFAULT_UNITS = (names.TARGET, *names.SERVICES)
 PROOF_SECONDS = 10.0   # WatchdogSec=30s: three chances to prove serving before systemd restarts us
-IDLE_AFTER = 60.0      # seconds without a /metrics request before the refresh slows down
-IDLE_REFRESH_SECONDS = 10.0
 FD_RESERVE = 64        # besides connections: the bus, cgroup and /proc reads, the probe, serve.ACCEPT_BATCH
 
 
@@ -120,8 +119,9 @@ class ServingProof:
 
 
 def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event,
-          serving=lambda: True, demand_age=lambda: 0.0, wait=None) -> None:
-    """The 1 s loop: fold the signals that came, refresh, ping the watchdog while serving is proven.
+          serving=lambda: True, demand: Demand | None = None, wait=None) -> None:
+    """The 1 s loop: fold the signals that came, refresh when a scrape asks, ping the watchdog while
+    serving is proven.
 
     The loop wakes once a second, not at each signal: systemd's signals wait
     in the bus socket and are folded in order at the tick (a count is never
@@ -130,26 +130,33 @@ def serve(monitor: Monitor, collector: SnapshotCollector, stop: threading.Event,
     each was half of what the exporter cost when nobody scraped (measured in
     the VM, bench/README.md).
 
-    Nobody scraping for IDLE_AFTER seconds (demand_age()) slows the refresh to
-    every IDLE_REFRESH_SECONDS: a signal that changed a unit still publishes
-    at the tick. The first scrape back sees a snapshot at most that old; the
-    next tick is a full refresh again.
+    A refresh (the reads systemd does not signal, see demand.py) is done when
+    a scrape asks for one -- the loop wakes for it at once -- and every
+    IDLE_REFRESH_SECONDS when nobody does; with the bus lost, at every tick
+    (it reconnects). Between refreshes a signal that changed a unit is published at the
+    tick, without the refresh's reads.
     """
-    wait = stop.wait if wait is None else wait
+    demand = Demand() if demand is None else demand
+    wait = demand.wake.wait if wait is None else wait
     watchdog = watchdog_interval()
     next_tick = time.monotonic() + REFRESH_SECONDS
     last_refresh = time.monotonic()
     while not stop.is_set():
         wait(max(0.0, next_tick - time.monotonic()))
+        demand.wake.clear()   # before reading what is wanted: a request after this wakes the next wait
         if stop.is_set():
             break
         changed = monitor.listen(0)
         now = time.monotonic()
-        if demand_age() <= IDLE_AFTER or now - last_refresh >= IDLE_REFRESH_SECONDS:
+        # (a lost bus is tried again at every tick: Monitor.refresh() paces it to RECONNECT_SECONDS)
+        if demand.wanted or now - last_refresh >= IDLE_REFRESH_SECONDS or not monitor.connected:
             collector.publish(monitor.refresh())
+            demand.refreshed()
             last_refresh = now
         elif changed:  # a state change is news; CPU and memory can wait for the next refresh
             collector.publish(monitor.snapshot())
+        if now < next_tick:   # woken by a scrape: the tick is still to come
+            continue
         # A ping needs both the loop's tick and proof that scrapers are served.
         if watchdog and serving():
             ping()
@@ -225,22 +232,27 @@ def main(argv=None) -> int:
     monitor = Monitor(units, SystemdBus(units))
     collector = SnapshotCollector()
     monitor.connect()
+    demand = Demand()
     collector.publish(monitor.refresh())
+    demand.refreshed()
     exposition = Exposition([collector], lambda: collector.snapshot)
     server = serve_mod.Server(exposition, sockets, limits,
                               ssl_context=web.ssl_context, headers=web.headers,
-                              auth=webconfig.BasicAuth(web.users) if web.users else None)
+                              auth=webconfig.BasicAuth(web.users) if web.users else None, demand=demand)
     exposition.add(SelfCollector(lambda: server.stats))
     server.start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def terminate(*_):
+        stop.set()
+        demand.wake.set()
+    signal.signal(signal.SIGTERM, terminate)
     where = " ".join("%s:%s" % s.getsockname()[:2] for s in sockets)
     notify("READY=1", f"STATUS=serving {where}, {len(units)} units")
     log.info("serving metrics for %s on %s (%s%s; at most %d connections, %d requests at once)",
              ", ".join(units), where, "https" if web.ssl_context else "http",
              ", basic auth" if web.users else "", limits.max_connections, limits.max_requests)
-    serve(monitor, collector, stop, ServingProof(server),
-          lambda: time.monotonic() - server.stats.last_metrics_at)
+    serve(monitor, collector, stop, ServingProof(server), demand)
     notify("STOPPING=1")
     server.stop()
     return 0

@@ -42,6 +42,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from mxrc_monitor import families
 from mxrc_monitor.connection import TEXT, Connection
+from mxrc_monitor.demand import WAIT_SECONDS, Demand
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,6 @@ class Stats:
     connections_open: int = 0
     connections_peak: int = 0      # the most open at once: how far a flood got past the cap
     requests_in_flight: int = 0
-    last_metrics_at: float = dataclasses.field(default_factory=time.monotonic)  # last /metrics answered
 
     def count(self, path: str, code: int) -> None:
         key = (path if path in ("/metrics", "/") else "other", str(code))
@@ -223,8 +223,10 @@ class Server:
     """The asyncio server in its own thread; alive_at says when it last proved it serves."""
 
     def __init__(self, exposition: Exposition, sockets: list[socket.socket], limits: Limits = Limits(),
-                 ssl_context: ssl.SSLContext | None = None, auth=None, headers: dict | None = None):
+                 ssl_context: ssl.SSLContext | None = None, auth=None, headers: dict | None = None,
+                 demand: Demand | None = None):
         self.exposition = exposition
+        self.demand = demand        # /metrics waits for a refresh when its numbers are older (demand.py)
         self.sockets = sockets
         self.limits = limits
         self.ssl_context = ssl_context
@@ -344,12 +346,29 @@ class Server:
         # so a slow reader holds a connection, not one of the max_requests slots.
         stats.requests_in_flight += 1
         verdict = True if self.auth is None else self.auth.cached(request.headers)
-        if verdict is not None:
+        stale = request.path == "/metrics" and self.demand is not None and not self.demand.fresh()
+        if verdict is not None and not stale:
             self._answer(connection, request, verdict)
             return
         connection.busy = True
-        future = self._loop.run_in_executor(self._auth_pool, self.auth.check, request.headers)
-        future.add_done_callback(lambda f: self._answered_later(connection, request, f))
+        if verdict is None:
+            future = self._loop.run_in_executor(self._auth_pool, self.auth.check, request.headers)
+        else:
+            future = self._loop.create_future()
+            future.set_result(verdict)
+        waited = asyncio.gather(future, self._refreshed(), return_exceptions=True) if stale else future
+        waited.add_done_callback(lambda _: self._answered_later(connection, request, future))
+
+    def _refreshed(self) -> asyncio.Future:
+        """Done once the collection loop has refreshed, or after WAIT_SECONDS in any case."""
+        done = self._loop.create_future()
+
+        def settle():
+            if not done.done():
+                done.set_result(None)
+        self.demand.ask(lambda: self._loop.call_soon_threadsafe(settle))
+        self._loop.call_later(WAIT_SECONDS, settle)
+        return done
 
     def _answered_later(self, connection: Connection, request: Request, future) -> None:
         verdict = not future.cancelled() and future.exception() is None and future.result()
@@ -375,8 +394,6 @@ class Server:
             return
         stats.count(request.path, code)
         self.alive_at = time.monotonic()
-        if request.path == "/metrics":
-            stats.last_metrics_at = self.alive_at
         connection.respond(code, ctype, body, keep=request.keep_alive, extra=extra,
                            head_only=request.method == "HEAD")
 

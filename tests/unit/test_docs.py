@@ -325,6 +325,8 @@ SPEC_AND_SETTINGS = {
     (12, "s"): "the healthy-ping drill's length (tests/vm/test_drills.py)",
     (8, "s"): "the wrapper drill's TimeoutStartSec=8s (tests/vm/test_drills.py)",
     (0.95, "s"): "kernel.sched_rt_runtime_us default: 950000 of every 1000000 us",
+    (15, "s"): "a common Prometheus scrape_interval, the docs' example of scrapes far apart",
+    (2, "s"): "mxrc_monitor.demand.WAIT_SECONDS: how long a scrape waits for a refresh",
 }
 SOURCE = re.compile(r"<!--\s*source:\s*(\S+)\s*-->")
 
@@ -431,3 +433,11 @@ def test_every_alert_rule_is_in_the_monitoring_alert_table():
     alerts = re.findall(r"^\s*- alert: (\w+)$", (REPO / "monitoring/mxrc.rules.yml").read_text(), re.M)
     table = (REPO / "docs/monitoring.md").read_text()
     assert alerts and [a for a in alerts if f"| `{a}` |" not in table] == []
+
+
+def test_the_monitoring_doc_tells_the_refresh_rules_of_the_code():
+    from mxrc_monitor import demand
+    text = " ".join((REPO / "docs" / "monitoring.md").read_text().split())
+    assert (demand.MAX_AGE, demand.WAIT_SECONDS, demand.IDLE_REFRESH_SECONDS) == (1.0, 2.0, 10.0)
+    for claim in ("마지막으로 읽은 지 1초가 넘었으면", "최대 2초 기다린", "10초마다 읽습니다"):
+        assert claim in text, claim

@@ -413,6 +413,7 @@ def test_listen_says_whether_a_unit_changed_and_snapshot_asks_the_bus_nothing(ri
 
 class OneSignalMonitor:
     """A monitor that sees one state change; stop is asked at the second tick."""
+    connected = True
 
     def __init__(self, stop):
         self.stop, self.calls = stop, []
@@ -438,7 +439,7 @@ def test_signals_are_folded_at_the_tick_and_a_change_is_published_without_a_refr
     stop, published, waits = threading.Event(), [], []
     monitor = OneSignalMonitor(stop)
     collector = types.SimpleNamespace(publish=published.append)
-    main.serve(monitor, collector, stop, demand_age=lambda: main.IDLE_AFTER + 1, wait=waits.append)
+    main.serve(monitor, collector, stop, wait=waits.append)
     assert monitor.calls[0] == ("listen", 0) and published == ["snapshot"]
     assert len(waits) == 2 and 0 < waits[0] <= main.REFRESH_SECONDS   # the loop sleeps, not the bus
 

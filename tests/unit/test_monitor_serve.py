@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 
 from mxrc_monitor import main, serve, webconfig
+from mxrc_monitor.demand import Demand
 from mxrc_monitor.serve import Exposition, Limits, Server
 
 
@@ -25,10 +26,10 @@ class OneGauge:
 def start(request):
     servers = []
 
-    def _start(**limits):
+    def _start(demand=None, **limits):
         snapshot = object()
         server = Server(Exposition([OneGauge()], lambda: snapshot), [serve.listen("127.0.0.1", 0)],
-                        Limits(**limits))
+                        Limits(**limits), demand=demand)
         server.start()
         servers.append(server)
         return server
@@ -230,19 +231,22 @@ def test_without_a_recent_scrape_the_probe_decides():
 
 
 class TickingMonitor:
+    """Stops the loop after `ticks` passes (each pass folds the signals first)."""
+    connected = True
+
     def __init__(self, stop, ticks):
         self.stop, self.ticks = stop, ticks
 
     def listen(self, timeout):
+        self.ticks -= 1
+        if self.ticks == 0:
+            self.stop.set()
         return False
 
     def snapshot(self):
         return None
 
     def refresh(self):
-        self.ticks -= 1
-        if self.ticks == 0:
-            self.stop.set()
         return None
 
 
@@ -301,19 +305,22 @@ class CountingMonitor(TickingMonitor):
         return super().refresh()
 
 
-@pytest.mark.parametrize("demand_age, refreshes", [(0.0, 12), (main.IDLE_AFTER + 1, 1)])
-def test_without_scrapers_the_refresh_slows_down(monkeypatch, demand_age, refreshes):
+@pytest.mark.parametrize("asked, refreshes", [(True, 12), (False, 1)])
+def test_the_refresh_is_done_when_a_scrape_asks_else_every_ten_seconds(monkeypatch, asked, refreshes):
     import threading
     import types
     clock = [1000.0]
     monkeypatch.setattr(main.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(main, "watchdog_interval", lambda: None)
     stop = threading.Event()
+    demand = Demand(clock=lambda: clock[0])
     ticks = [0]
 
     def wait(seconds):   # a second passes per wait; 12 ticks in all (the 13th wait ends it)
         clock[0] += seconds
         ticks[0] += 1
+        if asked:
+            demand.ask(lambda: None)
         if ticks[0] == 13:
             stop.set()
 
@@ -325,19 +332,39 @@ def test_without_scrapers_the_refresh_slows_down(monkeypatch, demand_age, refres
             self.refreshes += 1
 
     monitor = Mon(stop, 10 ** 6)
-    main.serve(monitor, types.SimpleNamespace(publish=lambda s: None), stop, lambda: True, lambda: demand_age,
-               wait)
-    assert monitor.refreshes == refreshes   # idle: once in 12 s (every IDLE_REFRESH_SECONDS)
+    main.serve(monitor, types.SimpleNamespace(publish=lambda s: None), stop, lambda: True, demand, wait)
+    assert monitor.refreshes == refreshes   # unasked: once in 12 s (every IDLE_REFRESH_SECONDS)
 
 
-def test_a_metrics_request_is_the_demand(start):
-    server = start()
-    before = server.stats.last_metrics_at
-    time.sleep(0.01)
-    ask(server, "GET / HTTP/1.1\r\n\r\n")
-    assert server.stats.last_metrics_at == before
-    ask(server, "GET /metrics HTTP/1.1\r\n\r\n")
-    assert server.stats.last_metrics_at > before
+def refreshing_loop(demand, refreshes):
+    """The collection loop's part: refresh whenever a scrape asks."""
+    import threading
+
+    def run():
+        while demand.wake.wait(5):
+            demand.wake.clear()
+            if demand.wanted:
+                refreshes.append(1)
+                demand.refreshed()
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_stale_numbers_are_refreshed_before_the_answer_and_shared_by_close_scrapes(start):
+    demand, refreshes = Demand(), []
+    refreshing_loop(demand, refreshes)
+    server = start(demand=demand)
+    for _ in range(3):
+        assert ask(server, "GET /metrics HTTP/1.1\r\n\r\n")[0].startswith("HTTP/1.1 200")
+    assert len(refreshes) == 1   # the next two were within MAX_AGE of it
+    assert ask(server, "GET / HTTP/1.1\r\n\r\n")[0].startswith("HTTP/1.1 200") and len(refreshes) == 1
+
+
+def test_a_collection_loop_that_does_not_answer_delays_a_scrape_only_so_long(start, monkeypatch):
+    monkeypatch.setattr(serve, "WAIT_SECONDS", 0.3)
+    server = start(demand=Demand())   # nobody refreshes
+    t0 = time.monotonic()
+    assert ask(server, "GET /metrics HTTP/1.1\r\n\r\n")[0].startswith("HTTP/1.1 200")
+    assert 0.3 <= time.monotonic() - t0 < 3
 
 
 def test_a_burst_of_scrapes_above_max_requests_is_served_when_each_is_quick(start):
@@ -524,3 +551,19 @@ def test_a_failing_render_after_bcrypt_does_not_leave_the_connection_open_foreve
             assert sock.recv(100) == b""          # else: busy, no timer, not evictable, open for ever
     finally:
         server.stop()
+
+
+def test_with_the_bus_lost_every_tick_refreshes_so_that_it_reconnects(monkeypatch):
+    import threading
+    import types
+    monkeypatch.setattr(main, "watchdog_interval", lambda: None)
+    monkeypatch.setattr(main, "REFRESH_SECONDS", 0.0)
+    stop = threading.Event()
+
+    class Lost(CountingMonitor):
+        connected = False
+
+    monitor = Lost(stop, 3)
+    main.serve(monitor, types.SimpleNamespace(publish=lambda s: None), stop, lambda: True,
+               wait=lambda s: None)
+    assert monitor.refreshes == 3
