@@ -322,7 +322,8 @@ class Server:
         return True
 
     def handle(self, connection: Connection, head: bytes) -> None:
-        """One request's head: answered now, or once bcrypt has checked its password."""
+        """One request's head: answered now, or once the numbers are refreshed (demand.py) and bcrypt has
+        checked its password."""
         stats = self.stats
         try:
             request = parse_request(head)
@@ -337,6 +338,23 @@ class Server:
             stats.count(request.path, 405)
             connection.respond(405, TEXT, b"only GET and HEAD\n", keep=False, extra={"Allow": "GET, HEAD"})
             return
+        if request.path == "/metrics" and self.demand is not None and not self.demand.fresh():
+            # Waiting for the refresh that scrapers share holds a connection, not a max_requests slot:
+            # a burst of scrapes with stale numbers is one refresh, not a wall of 503s.
+            connection.busy = True
+            self._refreshed().add_done_callback(lambda _: self._resume(connection, request))
+            return
+        self._admit(connection, request)
+
+    def _resume(self, connection: Connection, request: Request) -> None:
+        """A /metrics request that waited for the refresh, on as if it had just arrived."""
+        connection.busy = False
+        self._admit(connection, request)
+        if not connection.busy:   # answered now (not waiting for bcrypt): go on with what is buffered
+            connection.answered_later()
+
+    def _admit(self, connection: Connection, request: Request) -> None:
+        stats = self.stats
         if stats.requests_in_flight >= self.limits.max_requests:
             stats.reject("max_requests")
             stats.count(request.path, 503)
@@ -346,18 +364,12 @@ class Server:
         # so a slow reader holds a connection, not one of the max_requests slots.
         stats.requests_in_flight += 1
         verdict = True if self.auth is None else self.auth.cached(request.headers)
-        stale = request.path == "/metrics" and self.demand is not None and not self.demand.fresh()
-        if verdict is not None and not stale:
+        if verdict is not None:
             self._answer(connection, request, verdict)
             return
         connection.busy = True
-        if verdict is None:
-            future = self._loop.run_in_executor(self._auth_pool, self.auth.check, request.headers)
-        else:
-            future = self._loop.create_future()
-            future.set_result(verdict)
-        waited = asyncio.gather(future, self._refreshed(), return_exceptions=True) if stale else future
-        waited.add_done_callback(lambda _: self._answered_later(connection, request, future))
+        future = self._loop.run_in_executor(self._auth_pool, self.auth.check, request.headers)
+        future.add_done_callback(lambda f: self._answered_later(connection, request, f))
 
     def _refreshed(self) -> asyncio.Future:
         """Done once the collection loop has refreshed, or after WAIT_SECONDS in any case."""

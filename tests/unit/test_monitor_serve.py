@@ -336,14 +336,15 @@ def test_the_refresh_is_done_when_a_scrape_asks_else_every_ten_seconds(monkeypat
     assert monitor.refreshes == refreshes   # unasked: once in 12 s (every IDLE_REFRESH_SECONDS)
 
 
-def refreshing_loop(demand, refreshes):
-    """The collection loop's part: refresh whenever a scrape asks."""
+def refreshing_loop(demand, refreshes, takes=0.0):
+    """The collection loop's part: refresh (taking `takes` seconds) whenever a scrape asks."""
     import threading
 
     def run():
         while demand.wake.wait(5):
             demand.wake.clear()
             if demand.wanted:
+                time.sleep(takes)
                 refreshes.append(1)
                 demand.refreshed()
     threading.Thread(target=run, daemon=True).start()
@@ -357,6 +358,18 @@ def test_stale_numbers_are_refreshed_before_the_answer_and_shared_by_close_scrap
         assert ask(server, "GET /metrics HTTP/1.1\r\n\r\n")[0].startswith("HTTP/1.1 200")
     assert len(refreshes) == 1   # the next two were within MAX_AGE of it
     assert ask(server, "GET / HTTP/1.1\r\n\r\n")[0].startswith("HTTP/1.1 200") and len(refreshes) == 1
+
+
+def test_scrapes_waiting_for_the_refresh_take_no_request_slot(start):
+    """max_requests bounds work in progress; a burst waiting for one refresh is not 503'd beyond it."""
+    import concurrent.futures
+    demand, refreshes = Demand(), []
+    refreshing_loop(demand, refreshes, takes=0.3)
+    server = start(demand=demand, max_requests=2)
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda _: ask(server, "GET /metrics HTTP/1.1\r\n\r\n")[0], range(12)))
+    assert statuses == ["HTTP/1.1 200 OK"] * 12 and server.stats.rejected.get("max_requests", 0) == 0
+    assert len(refreshes) <= 2
 
 
 def test_a_collection_loop_that_does_not_answer_delays_a_scrape_only_so_long(start, monkeypatch):
