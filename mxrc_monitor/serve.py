@@ -227,6 +227,7 @@ class Server:
                  demand: Demand | None = None):
         self.exposition = exposition
         self.demand = demand        # /metrics waits for a refresh when its numbers are older (demand.py)
+        self._refresh: asyncio.Future | None = None   # the refresh the waiting scrapes share
         self.sockets = sockets
         self.limits = limits
         self.ssl_context = ssl_context
@@ -372,8 +373,14 @@ class Server:
         future.add_done_callback(lambda f: self._answered_later(connection, request, f))
 
     def _refreshed(self) -> asyncio.Future:
-        """Done once the collection loop has refreshed, or after WAIT_SECONDS in any case."""
-        done = self._loop.create_future()
+        """Done once the collection loop has refreshed, or after WAIT_SECONDS in any case.
+
+        One future, one request to the loop and one timer for every scrape that waits meanwhile:
+        a burst of stale scrapes costs the loop's thread one call back, not one per scrape.
+        """
+        if self._refresh is not None and not self._refresh.done():
+            return self._refresh
+        done = self._refresh = self._loop.create_future()
 
         def settle():
             if not done.done():

@@ -372,6 +372,29 @@ def test_scrapes_waiting_for_the_refresh_take_no_request_slot(start):
     assert len(refreshes) <= 2
 
 
+def test_a_burst_of_stale_scrapes_asks_the_collection_loop_once():
+    import concurrent.futures
+
+    class Counting(Demand):
+        asks = 0
+
+        def ask(self, callback):
+            self.asks += 1
+            super().ask(callback)
+
+    demand, refreshes = Counting(), []
+    refreshing_loop(demand, refreshes, takes=0.3)
+    server = Server(Exposition([OneGauge()], lambda: None), [serve.listen("127.0.0.1", 0)], demand=demand)
+    server.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(lambda _: ask(server, "GET /metrics HTTP/1.1\r\n\r\n")[0], range(12)))
+    finally:
+        server.stop()
+        server.sockets[0].close()
+    assert statuses == ["HTTP/1.1 200 OK"] * 12 and demand.asks == len(refreshes) <= 2
+
+
 def test_a_collection_loop_that_does_not_answer_delays_a_scrape_only_so_long(start, monkeypatch):
     monkeypatch.setattr(serve, "WAIT_SECONDS", 0.3)
     server = start(demand=Demand())   # nobody refreshes
