@@ -236,13 +236,14 @@ def config_show_or_set(root: SysRoot, assignments: list[str], check: bool = Fals
     values = dict(config.parse_assignment(a) for a in assignments)
     with lock.exclusive(root):
         text = root.read_setting(config.CONFIG_PATH)
-        new = config.set_values(text if text is not None else config.DEFAULT_FILE, values)
+        before = text if text is not None else config.DEFAULT_FILE
+        new = config.set_values(before, values)
         after = config.parse_config(new, str(root.path(config.CONFIG_PATH)))  # the whole file must stay valid
         if new != text:
             apply.write_under(root, config.CONFIG_PATH, new)
     # Values, not lines: a file that only gains a line spelling out a default changes nothing to apply
     # (mxrc-monitor's postinst, which used to read the settings before and after in two more runs).
-    if then_apply and after != _settings_or_none(text if text is not None else config.DEFAULT_FILE):
+    if then_apply and after != _settings_or_none(before):
         return run_apply(root)
     return EXIT_OK
 
